@@ -1,0 +1,3 @@
+"""gtlkit: guided transfer learning for discrete diffusion models."""
+
+__version__ = "0.1.0"

@@ -98,20 +98,24 @@ class EnumeratedDistribution:
 
     # -- posterior weights w[b, n] proportional to p(x_n) q(z_b | x_n) --------------------------
     def _likelihood(self, z: Tensor, t: Tensor, process: Process) -> Tensor:
-        """``q(z_b | x_n)`` for all pairs: [B, N] (float64)."""
+        """``q(z_b | x_n)`` for all pairs: [B, N] (float64), as one matrix product."""
         z = z.cpu()
         B, L = z.shape
+        V = self.vocab_size
         if isinstance(process, MaskedProcess):
             revealed = z != process.mask_id  # [B, L]
-            agree = (z[:, None, :] == self.seqs[None]) | ~revealed[:, None, :]
-            return agree.all(-1).double()
-        # uniform noise: prod_l k_t(z_l | x_l)
+            zr = torch.where(revealed, z, torch.zeros_like(z))
+            onehot = torch.nn.functional.one_hot(zr, V).double() * revealed[..., None]
+            matches = onehot.reshape(B, -1) @ self._onehot.T  # [B, N] revealed tokens matched
+            return (matches == revealed.sum(-1, keepdim=True)).double()
+        # uniform noise: prod_l k_t(z_l | x_l) = prod_l [a 1(z_l = x_l) + (1 - a)/V]
         a = process.schedule.alpha(torch.as_tensor(t, dtype=torch.float64).cpu())
         a = a.expand(B) if a.dim() == 0 else a
-        V = process.vocab_size
-        match = (z[:, None, :] == self.seqs[None]).double()  # [B, N, L]
-        k = a[:, None, None] * match + (1 - a[:, None, None]) / V
-        return k.prod(-1)
+        log_hit = torch.log(a + (1 - a) / V)[:, None]  # [B, 1]
+        log_miss = torch.log((1 - a) / V).clamp_min(-1e4)[:, None]
+        onehot = torch.nn.functional.one_hot(z, V).double().reshape(B, -1)
+        matches = onehot @ self._onehot.T  # [B, N] number of agreeing positions
+        return torch.exp(matches * log_hit + (L - matches) * log_miss)
 
     def marginal(self, z: Tensor, t: Tensor, process: Process) -> Tensor:
         """``p_t(z)`` (masked: the marginal of the revealed tokens): [B] float64."""

@@ -1,0 +1,321 @@
+"""Samplers against exact oracles on a tiny enumerable space (V = 3, L = 4: 81 sequences)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from gtlkit.guidance import ExactGuidance, TaylorGuidance
+from gtlkit.oracle import (
+    EnumeratedDistribution,
+    empirical_tv,
+    exact_denoiser,
+    exact_log_ratio,
+)
+from gtlkit.processes import MaskedProcess, UniformProcess
+from gtlkit.sampling import (
+    filter_logits,
+    sample,
+    sample_categorical,
+    select_positions,
+)
+
+V, L = 3, 4
+
+
+@pytest.fixture(scope="module")
+def problem():
+    g = torch.Generator().manual_seed(0)
+    p = EnumeratedDistribution.random(V, L, g)
+    q = EnumeratedDistribution.random(V, L, g)
+    return p, q
+
+
+def masked_oracles(p, q):
+    proc = MaskedProcess(V)
+    return exact_denoiser(p, proc), exact_log_ratio(q, p, proc)
+
+
+def tv_noise(n: int, probs: torch.Tensor) -> float:
+    """Expected TV of an n-sample empirical law from ``probs`` (normal approximation)."""
+    return 0.5 * float((torch.sqrt(2 * probs * (1 - probs) / (math.pi * n))).sum())
+
+
+def test_oracle_problem_is_not_trivial(problem):
+    p, q = problem
+    assert 0.5 * float((p.probs - q.probs).abs().sum()) > 0.3
+
+
+@pytest.mark.parametrize("planner", ["random", "confidence", "margin", "entropy"])
+def test_planned_guided_sampler_reproduces_target(problem, planner):
+    p, q = problem
+    den, lr = masked_oracles(p, q)
+    n = 100_000
+    x, stats = sample(den, n, L, V, log_ratio=lr, gamma=1.0, planner=planner,
+                      generator=torch.Generator().manual_seed(1), batch_size=n)
+    tv = empirical_tv(x, q.probs, V)
+    assert tv < 0.02, f"planner {planner}: TV(samples, q) = {tv:.4f}"
+    assert tv < 2.0 * tv_noise(n, q.probs)
+    # the samples are far from the source
+    assert empirical_tv(x, p.probs, V) > 0.3
+
+
+def test_gamma_zero_and_unguided_reproduce_source(problem):
+    p, q = problem
+    den, lr = masked_oracles(p, q)
+    n = 100_000
+    for kwargs in ({"log_ratio": lr, "gamma": 0.0}, {"log_ratio": None},
+                   {"log_ratio": lr, "gamma": lambda t: torch.zeros_like(t)}):
+        x, stats = sample(den, n, L, V, generator=torch.Generator().manual_seed(2),
+                          batch_size=n, **kwargs)
+        assert empirical_tv(x, p.probs, V) < 0.02
+        assert stats["ratio_rows"] == 0
+
+
+def test_ancestral_sampler_exact_only_in_small_step_limit(problem):
+    p, q = problem
+    den, lr = masked_oracles(p, q)
+    n = 30_000
+    fine, _ = sample(den, n, L, V, log_ratio=lr, sampler="ancestral", steps=64,
+                     generator=torch.Generator().manual_seed(3), batch_size=n)
+    coarse, _ = sample(den, n, L, V, log_ratio=lr, sampler="ancestral", steps=2,
+                       generator=torch.Generator().manual_seed(3), batch_size=n)
+    tv_fine = empirical_tv(fine, q.probs, V)
+    tv_coarse = empirical_tv(coarse, q.probs, V)
+    assert tv_fine < 0.03, tv_fine
+    # many positions per step from per-position conditionals is biased (guided or not)
+    assert tv_coarse > 0.08, tv_coarse
+
+
+def test_lazy_and_naive_ancestral_guidance_agree_in_law_and_differ_in_cost(problem):
+    p, q = problem
+    den, lr = masked_oracles(p, q)
+    n = 20_000
+    kw = dict(log_ratio=lr, sampler="ancestral", steps=8, batch_size=n)
+    xa, sa = sample(den, n, L, V, generator=torch.Generator().manual_seed(5), lazy=True, **kw)
+    xb, sb = sample(den, n, L, V, generator=torch.Generator().manual_seed(6), lazy=False, **kw)
+    ea = torch.bincount(xa[:, 0] * 27 + xa[:, 1] * 9 + xa[:, 2] * 3 + xa[:, 3], minlength=81)
+    eb = torch.bincount(xb[:, 0] * 27 + xb[:, 1] * 9 + xb[:, 2] * 3 + xb[:, 3], minlength=81)
+    assert 0.5 * float((ea / n - eb / n).abs().sum()) < 0.04
+    assert sa["ratio_rows"] == n * L * V  # each position scored once, when it is revealed
+    assert sb["ratio_rows"] > 2 * sa["ratio_rows"]
+
+
+def test_ctmc_uniform_noise_guided_sampler_approaches_target(problem):
+    p, q = problem
+    proc = UniformProcess(V)
+    den, lr = exact_denoiser(p, proc), exact_log_ratio(q, p, proc)
+    n = 10_000
+    x, stats = sample(den, n, L, V, log_ratio=lr, process=proc, sampler="ctmc", steps=64,
+                      generator=torch.Generator().manual_seed(7), batch_size=n)
+    tv = empirical_tv(x, q.probs, V)
+    assert tv < 0.045, tv  # sampling noise at n = 10,000 is about 0.03
+    assert empirical_tv(x, p.probs, V) > 0.3
+    # exact guided rates: every position, every other token, plus the base row, every step
+    assert stats["ratio_rows"] == 64 * n * (L * (V - 1) + 1)
+    x0, _ = sample(den, n, L, V, process=proc, sampler="ctmc", steps=64, method="euler",
+                   generator=torch.Generator().manual_seed(8), batch_size=n)
+    assert empirical_tv(x0, p.probs, V) < 0.045
+
+
+def _left_to_right(x_t, log_probs, t, generator):
+    return -torch.arange(x_t.shape[1], dtype=torch.float64).expand(x_t.shape).clone()
+
+
+def _exact_left_to_right_law(den, lr, k: int) -> torch.Tensor:
+    """Law of the planned sampler revealing left to right with a top-k candidate cut."""
+    from gtlkit.oracle import all_sequences
+
+    seqs = all_sequences(V, L)
+    logp = torch.zeros(len(seqs), dtype=torch.float64)
+    for pos in range(L):
+        prefix = seqs.clone()
+        prefix[:, pos:] = V
+        t = torch.ones(len(seqs))
+        lp = den(prefix, t)[:, pos]  # [N, V]
+        cand = lp.topk(k, dim=-1).indices
+        guided = torch.full_like(lp, -math.inf)
+        for c in range(k):
+            v = cand[:, c]
+            y = prefix.clone()
+            y[:, pos] = v
+            guided[torch.arange(len(seqs)), v] = lp.gather(1, v[:, None]).squeeze(1) + lr(y, t)
+        guided = torch.log_softmax(guided, -1)
+        logp += guided.gather(1, seqs[:, pos : pos + 1]).squeeze(1)
+    return logp.exp()
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_top_k_sampler_matches_its_exact_law(problem, k):
+    p, q = problem
+    den, lr = masked_oracles(p, q)
+    law = _exact_left_to_right_law(den, lr, k)
+    assert abs(float(law.sum()) - 1) < 1e-9
+    n = 50_000
+    x, stats = sample(den, n, L, V, log_ratio=lr, top_k=k, planner=_left_to_right,
+                      generator=torch.Generator().manual_seed(9), batch_size=n)
+    assert empirical_tv(x, law, V) < 0.025
+    assert stats["ratio_rows"] == n * L * k
+    pruning_error = 0.5 * float((law - q.probs).abs().sum())
+    if k == V:
+        assert pruning_error < 1e-9
+    else:
+        assert pruning_error > 0.0  # the cut has a measurable cost on this problem
+
+
+def test_cost_counters_follow_the_formulas(problem):
+    p, q = problem
+    den, lr = masked_oracles(p, q)
+    n = 64
+    _, s = sample(den, n, L, V, log_ratio=lr, generator=torch.Generator().manual_seed(0),
+                  batch_size=32)
+    assert s["ratio_rows"] == n * L * V and s["denoiser_calls"] == 2 * L and s["steps"] == 2 * L
+    _, s = sample(den, n, L, V, log_ratio=lr, top_k=2, positions_per_step=2,
+                  generator=torch.Generator().manual_seed(0), batch_size=n)
+    assert s["ratio_rows"] == n * L * 2 and s["denoiser_calls"] == L // 2
+    _, s = sample(den, n, L, V, log_ratio=lr, positions_per_step=3,
+                  generator=torch.Generator().manual_seed(0), batch_size=n)
+    assert s["denoiser_calls"] == math.ceil(L / 3) and s["ratio_rows"] == n * L * V
+
+
+def _linear_log_ratio(weights: torch.Tensor):
+    """log h(x) = sum_l w[l, x_l], accepting ids [B, L] or one-hot floats [B, L, V+1]."""
+
+    def fn(x, t):
+        if x.dtype.is_floating_point:
+            return (x * weights.to(x.dtype)).sum((1, 2))
+        return weights[torch.arange(x.shape[1]), x].sum(1)
+
+    return fn
+
+
+def test_taylor_guidance_is_exact_for_a_linear_log_ratio():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(L, V + 1, generator=g, dtype=torch.float64)
+    lr = _linear_log_ratio(w)
+    x = torch.tensor([[3, 0, 3, 1], [2, 3, 3, 3]])
+    t = torch.ones(2)
+    bi = torch.tensor([0, 0, 1])
+    pos = torch.tensor([0, 2, 3])
+    cand = torch.tensor([[0, 1, 2], [0, 1, 2], [2, 1, 0]])
+    exact, rows_e = ExactGuidance()(lr, x, t, bi, pos, cand, with_base=True)
+    taylor, rows_t = TaylorGuidance(num_ids=V + 1)(lr, x, t, bi, pos, cand)
+    torch.testing.assert_close(taylor, exact)
+    assert rows_e == 3 * 3 + 2 and rows_t == 2
+
+
+def test_taylor_guided_sampling_runs_and_moves_toward_high_ratio():
+    w = torch.zeros(L, V + 1, dtype=torch.float64)
+    w[:, 0] = 2.0  # the ratio favours token 0 everywhere
+    lr = _linear_log_ratio(w)
+    den = lambda x, t: torch.zeros(*x.shape, V)  # noqa: E731  uniform denoiser
+    x, s = sample(den, 2000, L, V, log_ratio=lr, guidance="taylor",
+                  generator=torch.Generator().manual_seed(0), batch_size=2000)
+    share = float((x == 0).double().mean())
+    expected = math.exp(2) / (math.exp(2) + 2)
+    assert abs(share - expected) < 0.03
+    assert s["ratio_rows"] == 2000 * L  # one forward/backward row per sequence per step
+
+
+def test_revealed_tokens_never_change_and_no_mask_remains(problem):
+    p, q = problem
+    den, lr = masked_oracles(p, q)
+    x_init = torch.full((500, L), V)
+    x_init[:, 1] = 2
+    x_init[::2, 3] = 0
+    for sampler, kw in (("planned", {}), ("ancestral", {"steps": 3}), ("planned", {"top_k": 1})):
+        seen: list[torch.Tensor] = []
+
+        def record(step, xs, seen=seen):
+            seen.append(xs.clone())
+
+        x, _ = sample(den, 500, L, V, log_ratio=lr, sampler=sampler, x_init=x_init,
+                      generator=torch.Generator().manual_seed(0), callback=record, **kw)
+        assert (x[:, 1] == 2).all() and (x[::2, 3] == 0).all()
+        assert (x < V).all()
+        for before, after in itertools.pairwise(seen):
+            revealed = before != V
+            assert torch.equal(after[revealed], before[revealed])
+
+
+def test_same_seed_same_samples_different_seed_different(problem):
+    p, q = problem
+    den, lr = masked_oracles(p, q)
+    for sampler in ("planned", "ancestral"):
+        a, _ = sample(den, 200, L, V, log_ratio=lr, sampler=sampler,
+                      generator=torch.Generator().manual_seed(11))
+        b, _ = sample(den, 200, L, V, log_ratio=lr, sampler=sampler,
+                      generator=torch.Generator().manual_seed(11))
+        c, _ = sample(den, 200, L, V, log_ratio=lr, sampler=sampler,
+                      generator=torch.Generator().manual_seed(12))
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_random_planner_chooses_per_sequence_not_per_batch(problem):
+    """Research-code defect: one random position for the whole batch."""
+    p, _ = problem
+    den = exact_denoiser(p, MaskedProcess(V))
+    first = []
+    sample(den, 256, L, V, generator=torch.Generator().manual_seed(0),
+           callback=lambda step, xs: first.append(xs.clone()) if step == 1 else None)
+    revealed_pos = (first[0] != V).float().argmax(1)
+    assert len(torch.unique(revealed_pos)) == L
+
+
+def test_log_ratio_with_wrong_shape_is_rejected(problem):
+    """Research-code defect: a (B, 1) output silently broadcasting against (B,)."""
+    p, q = problem
+    den, lr = masked_oracles(p, q)
+    bad = lambda x, t: lr(x, t)[:, None]  # noqa: E731
+    with pytest.raises(ValueError, match=r"FloatTensor\[B\]"):
+        sample(den, 8, L, V, log_ratio=bad, generator=torch.Generator().manual_seed(0))
+
+
+def test_bad_inputs_give_clear_errors(problem):
+    p, q = problem
+    den, _ = masked_oracles(p, q)
+    with pytest.raises(ValueError, match="denoiser returned shape"):
+        sample(lambda x, t: torch.zeros(x.shape[0], V), 4, L, V)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        sample(den, 4, L, V, sampler="nope")
+    with pytest.raises(ValueError, match="unknown planner"):
+        sample(den, 4, L, V, planner="nope")
+    with pytest.raises(ValueError, match="num_samples"):
+        sample(den, 0, L, V)
+    with pytest.raises(ValueError, match="x_init"):
+        sample(den, 4, L, V, x_init=torch.full((4, L), V + 1))
+    with pytest.raises(ValueError, match="ctmc"):
+        sample(den, 4, L, V, process=UniformProcess(V))
+    with pytest.raises(ValueError, match="no finite logit"):
+        sample_categorical(torch.full((2, 3), -math.inf))
+
+
+def test_select_positions_only_picks_masked():
+    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0], [1.0, 2.0, 3.0, 4.0]])
+    masked = torch.tensor([[False, True, False, True], [True, False, False, False]])
+    pos, valid = select_positions(scores, masked, 2)
+    assert pos[0].tolist() == [1, 3] and valid[0].all()
+    assert pos[1, 0].item() == 0 and valid[1].tolist() == [True, False]
+
+
+def test_categorical_sampling_matches_probabilities_in_float64():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05 - 1e-6, 1e-6], dtype=torch.float64)
+    n = 400_000
+    idx = sample_categorical(probs.log().expand(n, -1), torch.Generator().manual_seed(0))
+    freq = torch.bincount(idx, minlength=5).double() / n
+    sigma = torch.sqrt(probs * (1 - probs) / n)
+    assert ((freq - probs).abs() < 5 * sigma + 1e-6).all()
+
+
+def test_filter_logits_top_k_top_p_temperature():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.15, 0.1]]))
+    assert torch.isinf(filter_logits(logits, top_k=2)[0, 2:]).all()
+    kept = torch.isfinite(filter_logits(logits, top_p=0.7))[0].tolist()
+    assert kept == [True, True, False, False]
+    hot = torch.softmax(filter_logits(logits, temperature=10.0), -1)
+    assert float(hot.max() - hot.min()) < 0.1
+    with pytest.raises(ValueError):
+        filter_logits(logits, temperature=0.0)

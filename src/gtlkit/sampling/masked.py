@@ -59,8 +59,9 @@ class SampleStats:
 
 
 def _log_probs(denoiser: Denoiser, x: Tensor, t: Tensor, vocab_size: int, stats: SampleStats):
-    """Denoiser log-probabilities in float64: [B, L, V]."""
-    logits = denoiser(x, t.to(torch.float32))
+    """Denoiser log-probabilities in float64: [B, L, V] (no autograd graph is built)."""
+    with torch.no_grad():
+        logits = denoiser(x, t.to(torch.float32))
     if logits.shape != (*x.shape, vocab_size):
         raise ValueError(
             f"denoiser returned shape {tuple(logits.shape)}, expected {(*x.shape, vocab_size)}"

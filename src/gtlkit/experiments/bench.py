@@ -1,0 +1,236 @@
+"""Sampler benchmark: samples per second and ratio rows per sample, guided and unguided.
+
+For a small denoiser and ratio network (random weights: speed does not depend on training),
+at each sequence length ``L`` and vocabulary ``V`` this times
+
+* ``unguided``      planned sampler, one position per step, no ratio network;
+* ``exact``         planned sampler, every token at the chosen position scored (``V`` rows);
+* ``topk8/topk32``  planned sampler, the ``k`` most likely tokens scored;
+* ``taylor``        planned sampler, first-order Taylor guidance (one forward + backward);
+* ``naive``         the baseline: ancestral sampler with ``L`` steps scoring every token at
+                    every masked position at every step (``lazy=False``).
+
+A configuration whose estimated run exceeds ``budget_s`` is timed for a few steps and
+extrapolated from the measured cost per denoiser call and per ratio row; the table marks it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import typer
+
+__all__ = ["BenchRow", "bench_app", "run_sampler_bench", "to_markdown"]
+
+bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+
+METHODS = ("unguided", "exact", "topk8", "topk32", "taylor", "naive")
+
+
+class _StopAfterError(Exception):
+    pass
+
+
+@dataclass
+class BenchRow:
+    L: int
+    V: int
+    method: str
+    samples_per_s: float
+    ratio_rows_per_sample: float
+    denoiser_calls_per_batch: float
+    seconds_per_batch: float
+    batch: int
+    extrapolated: bool
+    device: str
+
+
+def _nets(V: int, L: int, device, d_den: int, d_ratio: int):
+    from gtlkit.nn import DenoiserNet, ScalarNet, TransformerConfig
+
+    den = DenoiserNet(TransformerConfig(V, L, d_model=d_den, n_layers=2, n_heads=4)).to(device)
+    rat = ScalarNet(TransformerConfig(V, L, d_model=d_ratio, n_layers=1, n_heads=2)).to(device)
+    den.eval()
+    rat.eval()
+    return den, rat
+
+
+def _expected_rows(method: str, L: int, V: int, B: int) -> float:
+    """Ratio rows for one batch of ``B`` sequences, by the cost formulas."""
+    k = {"exact": V, "topk8": min(8, V), "topk32": min(32, V)}.get(method)
+    if k is not None:
+        return B * L * k
+    if method == "taylor":
+        return B * L
+    if method == "naive":
+        # ancestral grid t_i = i/L: about L * t_i masked positions at step i, each scored V times
+        return B * V * L * (L + 1) / 2
+    return 0.0
+
+
+def _run(method: str, den, rat, L: int, V: int, B: int, device, max_steps: int | None):
+    from gtlkit.sampling import ancestral_sample, planned_sample
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    kw: dict = dict(generator=gen, batch_size=B, device=device)
+    if max_steps is not None:
+        def cb(step, x):
+            if step >= max_steps:
+                raise _StopAfterError
+
+        kw["callback"] = cb
+    if method == "naive":
+        fn = lambda: ancestral_sample(den, B, L, V, steps=L, log_ratio=rat, lazy=False,  # noqa: E731
+                                      reuse_denoiser=False, **kw)
+    else:
+        g = {"unguided": {}, "exact": {"log_ratio": rat}, "topk8": {"log_ratio": rat, "top_k": 8},
+             "topk32": {"log_ratio": rat, "top_k": 32},
+             "taylor": {"log_ratio": rat, "guidance": "taylor"}}[method]
+        fn = lambda: planned_sample(den, B, L, V, **g, **kw)  # noqa: E731
+    _sync(device)
+    t0 = time.perf_counter()
+    with contextlib.suppress(_StopAfterError):
+        fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time_denoiser(den, L, V, B, device, reps=3) -> float:
+    x = torch.full((B, L), V, device=device)
+    t = torch.ones(B, device=device)
+    with torch.no_grad():
+        den(x, t)
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            den(x, t)
+        _sync(device)
+    return (time.perf_counter() - t0) / reps
+
+
+def run_sampler_bench(
+    lengths=(32, 128),
+    vocabs=(64, 1024, 4096),
+    methods=METHODS,
+    batch: int = 8,
+    budget_s: float = 60.0,
+    probe_steps: int = 3,
+    d_den: int = 128,
+    d_ratio: int = 32,
+    device: str | None = None,
+    progress: bool = True,
+) -> list[BenchRow]:
+    """Time every (L, V, method); see the module docstring. Returns one row per configuration."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rows: list[BenchRow] = []
+    for L in lengths:
+        for V in vocabs:
+            den, rat = _nets(V, L, device, d_den, d_ratio)
+            t_den = _time_denoiser(den, L, V, batch, device)
+            for method in methods:
+                steps = L
+                calls = steps
+                total_rows = _expected_rows(method, L, V, batch)
+                # probe a few steps to estimate cost per ratio row, then decide
+                probe = _run(method, den, rat, L, V, batch, device, probe_steps)
+                probe_rows = _probe_rows(method, L, V, batch, probe_steps)
+                per_row = max(probe - probe_steps * t_den, 0.0) / probe_rows if probe_rows else 0.0
+                estimate = calls * t_den + total_rows * per_row
+                if estimate <= budget_s:
+                    secs = _run(method, den, rat, L, V, batch, device, None)
+                    extrap = False
+                else:
+                    secs = estimate
+                    extrap = True
+                row = BenchRow(L, V, method, batch / secs, total_rows / batch, calls, secs, batch,
+                               extrap, str(device))
+                rows.append(row)
+                if progress:
+                    flag = " (extrapolated)" if extrap else ""
+                    print(f"L={L:4d} V={V:5d} {method:9s} {row.samples_per_s:10.4f} samples/s "
+                          f"{row.ratio_rows_per_sample:12.0f} rows/sample{flag}", flush=True)
+    return rows
+
+
+def _probe_rows(method: str, L: int, V: int, B: int, steps: int) -> float:
+    k = {"exact": V, "topk8": min(8, V), "topk32": min(32, V)}.get(method)
+    if k is not None:
+        return B * steps * k
+    if method == "taylor":
+        return B * steps
+    if method == "naive":
+        return B * V * L * steps  # nearly every position is still masked in the first steps
+    return 0.0
+
+
+def to_markdown(rows: list[BenchRow]) -> str:
+    """The table for the docs, with speed-ups against the naive baseline and unguided sampling."""
+    by = {(r.L, r.V, r.method): r for r in rows}
+    lines = [
+        "| L | V | method | samples/s | ratio rows / sample | x naive | x unguided time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        naive = by.get((r.L, r.V, "naive"))
+        ung = by.get((r.L, r.V, "unguided"))
+        sp = f"{r.samples_per_s / naive.samples_per_s:,.0f}" if naive else "-"
+        rel = f"{ung.samples_per_s / r.samples_per_s:.2f}" if ung else "-"
+        mark = " *" if r.extrapolated else ""
+        lines.append(f"| {r.L} | {r.V} | {r.method} | {r.samples_per_s:.4g}{mark} | "
+                     f"{r.ratio_rows_per_sample:,.0f} | {sp} | {rel} |")
+    return "\n".join(lines)
+
+
+def machine_description(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+@bench_app.command("sampler")
+def sampler_cmd(
+    lengths: str = typer.Option("32,128", help="comma-separated sequence lengths"),
+    vocabs: str = typer.Option("64,1024,4096", help="comma-separated vocabulary sizes"),
+    methods: str = typer.Option(",".join(METHODS), help="comma-separated methods"),
+    batch: int = typer.Option(8, help="sequences per batch"),
+    budget_s: float = typer.Option(60.0, help="time a configuration fully below this estimate"),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda if available)"),
+    out: Path = typer.Option(None, help="write results.json and table.md here"),
+    json_output: bool = typer.Option(False, "--json", help="print results as JSON"),
+) -> None:
+    """Samples per second and ratio rows per sample for unguided, exact, top-k, Taylor and naive guidance."""
+    rows = run_sampler_bench(
+        tuple(int(v) for v in lengths.split(",")), tuple(int(v) for v in vocabs.split(",")),
+        tuple(methods.split(",")), batch=batch, budget_s=budget_s, device=device,
+        progress=not json_output,
+    )
+    dev = rows[0].device if rows else "cpu"
+    payload = {"machine": machine_description(dev), "rows": [asdict(r) for r in rows]}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / "results.json", json.dumps(payload, indent=2))
+        _atomic_write(out / "table.md", f"Machine: {payload['machine']}\n\n{to_markdown(rows)}\n")
+    if json_output:
+        print(json.dumps(payload, indent=2))
+    else:
+        print(f"\nMachine: {payload['machine']}\n")
+        print(to_markdown(rows))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+

@@ -1,0 +1,149 @@
+"""Networks built on the shared transformer backbone: denoiser, scalar, position and token heads.
+
+All nets take ``x_t`` as ``LongTensor[B, L]`` ids in ``[0, V]`` (``V`` = [MASK]) or as
+``FloatTensor[B, L, V + 1]`` (soft) one-hot rows, and ``t`` as ``FloatTensor[B]`` (a python
+float or 0-dim tensor is broadcast; ``None`` is allowed when ``time_conditioning=False``).
+Outputs are float32 whatever the autocast dtype.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from typing import Self
+
+import torch
+from torch import Tensor, nn
+
+from gtlkit.nn.transformer import Backbone, TransformerConfig
+
+__all__ = ["SUBS_NEG", "DenoiserNet", "GTLNet", "PositionNet", "ScalarNet", "TokenNet"]
+
+SUBS_NEG = -1.0e6
+"""The "-inf-like" logit SUBS puts on every token but the carried-over one at revealed positions."""
+
+
+class GTLNet(nn.Module):
+    """Base of gtlkit's networks: a :class:`Backbone`, ``.config``, parameter count, save/load."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        if not isinstance(config, TransformerConfig):
+            raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
+        self.config = config
+        self.backbone = Backbone(config)
+
+    def init_kwargs(self) -> dict:
+        """Constructor arguments besides ``config`` (saved in config.json)."""
+        return {}
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of parameters (only those with ``requires_grad`` if ``trainable_only``)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def features(self, x_t: Tensor, t: Tensor | float | None) -> Tensor:
+        """Backbone features ``FloatTensor[B, L, d_model]``; ``t=None`` only without time input."""
+        if t is None:
+            if self.config.time_conditioning:
+                raise ValueError(f"{type(self).__name__} is time-conditioned: pass t")
+            t = 0.0
+        return self.backbone(x_t, t)
+
+    def save_pretrained(self, directory: str | PathLike, extra: dict | None = None) -> None:
+        """Write ``model.safetensors`` and ``config.json`` to ``directory`` (:mod:`gtlkit.hub`)."""
+        from gtlkit.hub import save_pretrained
+
+        save_pretrained(self, directory, extra=extra)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | PathLike, map_location: str = "cpu") -> Self:
+        """Load a net saved by :meth:`save_pretrained`; ``LoadError`` if it is another class."""
+        from gtlkit.hub import LoadError, from_pretrained
+
+        model = from_pretrained(directory, map_location=map_location)
+        if not isinstance(model, cls):
+            raise LoadError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+
+class DenoiserNet(GTLNet):
+    """Denoiser: ``forward(x_t, t) -> FloatTensor[B, L, V]`` logits over the clean tokens.
+
+    With ``subs=True`` (masked diffusion, SUBS parameterisation) positions that are revealed in
+    ``x_t`` (id != V; for one-hot rows, argmax != V) get a carry-over output: logit 0 at the
+    observed token and ``SUBS_NEG`` elsewhere. Use ``subs=False`` for uniform-noise processes.
+    """
+
+    def __init__(self, config: TransformerConfig, subs: bool = True):
+        super().__init__(config)
+        self.subs = subs
+        self.head = nn.Linear(config.d_model, config.vocab_size)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def init_kwargs(self) -> dict:
+        return {"subs": self.subs}
+
+    def forward(self, x_t: Tensor, t: Tensor | float | None = None) -> Tensor:
+        """``x_t: [B, L]`` or ``[B, L, V + 1]``, ``t: [B]`` -> logits ``FloatTensor[B, L, V]``."""
+        logits = self.head(self.features(x_t, t)).float()  # [B, L, V]
+        if not self.subs:
+            return logits
+        V = self.config.vocab_size
+        ids = x_t.argmax(-1) if x_t.is_floating_point() else x_t  # [B, L]
+        revealed = ids != V  # [B, L]
+        carry = torch.full_like(logits, SUBS_NEG)
+        carry.scatter_(-1, ids.clamp(max=V - 1).unsqueeze(-1), 0.0)
+        return torch.where(revealed.unsqueeze(-1), carry, logits)
+
+
+class TokenNet(GTLNet):
+    """Per-token head: ``forward(x_t, t) -> FloatTensor[B, L, V]`` (a DenoiserNet without SUBS).
+
+    Used as the amortised guidance head: one value per position and candidate token.
+    """
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__(config)
+        self.head = nn.Linear(config.d_model, config.vocab_size)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x_t: Tensor, t: Tensor | float | None = None) -> Tensor:
+        """``x_t: [B, L]`` or ``[B, L, V + 1]``, ``t: [B]`` -> ``FloatTensor[B, L, V]``."""
+        return self.head(self.features(x_t, t)).float()
+
+
+class PositionNet(GTLNet):
+    """Per-position scores: ``forward(x_t, t) -> FloatTensor[B, L]`` (e.g. a learned planner)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__(config)
+        self.head = nn.Linear(config.d_model, 1)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x_t: Tensor, t: Tensor | float | None = None) -> Tensor:
+        """``x_t: [B, L]`` or ``[B, L, V + 1]``, ``t: [B]`` -> ``FloatTensor[B, L]``."""
+        return self.head(self.features(x_t, t)).squeeze(-1).float()
+
+
+class ScalarNet(GTLNet):
+    """One scalar per sequence: ``forward(x_t, t) -> FloatTensor[B]``.
+
+    Features are mean-pooled over positions and passed through a 2-layer MLP. Used as domain
+    classifier logit, time-dependent log-ratio network and noisy classifier.
+    """
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__(config)
+        d = config.d_model
+        self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(approximate="tanh"), nn.Linear(d, 1))
+        for m in self.head:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x_t: Tensor, t: Tensor | float | None = None) -> Tensor:
+        """``x_t: [B, L]`` or ``[B, L, V + 1]``, ``t: [B]`` -> ``FloatTensor[B]``."""
+        pooled = self.features(x_t, t).mean(dim=1)  # [B, d]
+        return self.head(pooled).squeeze(-1).float()

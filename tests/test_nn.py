@@ -1,0 +1,217 @@
+"""Tests of gtlkit.nn: shapes, SUBS, soft one-hot inputs, time conditioning, sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gtlkit.nn import (
+    SUBS_NEG,
+    DenoiserNet,
+    PositionNet,
+    ScalarNet,
+    TokenNet,
+    TransformerConfig,
+)
+
+V, L, B = 5, 8, 3
+
+
+def tiny(**kw) -> TransformerConfig:
+    base = dict(vocab_size=V, seq_len=L, d_model=32, n_layers=2, n_heads=4, cond_dim=16)
+    base.update(kw)
+    return TransformerConfig(**base)
+
+
+def perturb_(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> None:
+    """Add noise to every parameter (opens the zero-initialised AdaLN gates)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(std * torch.randn(p.shape, generator=g))
+
+
+def rand_ids(seed: int = 0, b: int = B, length: int = L) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, V + 1, (b, length), generator=g)
+
+
+@pytest.mark.parametrize(
+    ("cls", "shape"),
+    [(DenoiserNet, (B, L, V)), (TokenNet, (B, L, V)), (PositionNet, (B, L)), (ScalarNet, (B,))],
+)
+def test_output_shapes_and_dtype(cls, shape):
+    torch.manual_seed(0)
+    m = cls(tiny())
+    out = m(rand_ids(), torch.rand(B))
+    assert out.shape == shape
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    # shorter sequences than seq_len work, longer ones are rejected
+    assert m(rand_ids(length=L - 3), 0.5).shape[0] == B
+    with pytest.raises(ValueError, match="seq_len"):
+        m(rand_ids(length=L + 1), 0.5)
+
+
+def test_mask_has_its_own_embedding_row():
+    m = DenoiserNet(tiny())
+    assert m.backbone.tok_emb.weight.shape == (V + 1, 32)
+    # the [MASK] row is a real, distinct row: changing it changes outputs at masked inputs only
+    perturb_(m)
+    x = torch.full((1, L), V)
+    before = m(x, 0.5).clone()
+    with torch.no_grad():
+        m.backbone.tok_emb.weight[V].add_(1.0)
+    assert not torch.allclose(before, m(x, 0.5))
+
+
+def test_config_round_trip_and_validation():
+    c = tiny(time_conditioning=False, dropout=0.1)
+    assert TransformerConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="unknown"):
+        TransformerConfig.from_dict({**c.to_dict(), "bogus": 1})
+    with pytest.raises(ValueError, match="divisible"):
+        TransformerConfig(vocab_size=V, seq_len=L, d_model=30, n_heads=4)
+
+
+def test_subs_carries_over_revealed_tokens():
+    torch.manual_seed(0)
+    m = DenoiserNet(tiny())
+    perturb_(m)
+    x = rand_ids(1)
+    x[0, 0], x[0, 1] = V, 2  # one masked, one revealed position at least
+    out = m(x, torch.rand(B))
+    revealed = x != V
+    ids = x.clamp(max=V - 1)
+    at_token = out.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    assert (at_token[revealed] == 0).all()
+    is_token = torch.nn.functional.one_hot(ids, V).bool()  # [B, L, V]
+    off_token = out[revealed.unsqueeze(-1) & ~is_token]
+    assert off_token.numel() == revealed.sum() * (V - 1)
+    assert (off_token == SUBS_NEG).all()
+    # masked positions get genuine (finite, not all equal) logits
+    assert (out[~revealed] > SUBS_NEG / 2).all()
+    assert out[~revealed].std() > 0
+    # without SUBS the same weights give ordinary logits everywhere
+    m2 = DenoiserNet(tiny(), subs=False)
+    m2.load_state_dict(m.state_dict())
+    out2 = m2(x, torch.rand(B))
+    assert (out2 > SUBS_NEG / 2).all()
+
+
+@pytest.mark.parametrize("cls", [DenoiserNet, TokenNet, PositionNet, ScalarNet])
+def test_soft_one_hot_path_matches_id_path(cls):
+    torch.manual_seed(0)
+    m = cls(tiny())
+    perturb_(m)
+    x = rand_ids(2)
+    t = torch.rand(B)
+    onehot = torch.nn.functional.one_hot(x, V + 1).float()
+    assert torch.equal(m(onehot, t), m(x, t))
+
+
+def test_gradient_flows_to_one_hot_inputs():
+    torch.manual_seed(0)
+    m = ScalarNet(tiny())
+    perturb_(m)
+    onehot = torch.nn.functional.one_hot(rand_ids(3), V + 1).float().requires_grad_(True)
+    m(onehot, 0.3).sum().backward()
+    assert onehot.grad is not None and onehot.grad.shape == (B, L, V + 1)
+    assert onehot.grad.abs().sum() > 0
+
+
+def test_scalar_time_broadcast_and_bad_t():
+    torch.manual_seed(0)
+    m = ScalarNet(tiny())
+    perturb_(m)
+    x = rand_ids(4)
+    full = m(x, torch.full((B,), 0.25))
+    torch.testing.assert_close(m(x, 0.25), full)
+    torch.testing.assert_close(m(x, torch.tensor(0.25)), full)
+    with pytest.raises(ValueError, match="t must be"):
+        m(x, torch.rand(B + 1))
+    with pytest.raises(ValueError, match="pass t"):
+        m(x)
+
+
+def test_time_conditioning_false_ignores_t():
+    torch.manual_seed(0)
+    for cls in (DenoiserNet, ScalarNet):
+        m = cls(tiny(time_conditioning=False))
+        perturb_(m)
+        x = rand_ids(5)
+        a = m(x, torch.zeros(B))
+        b = m(x, torch.rand(B))
+        assert torch.equal(a, b)
+        assert torch.equal(a, m(x))  # t may be omitted
+        assert not any("time_emb" in n or "adaln" in n for n, _ in m.named_parameters())
+
+
+def test_time_conditioning_true_uses_t():
+    torch.manual_seed(0)
+    for cls in (DenoiserNet, ScalarNet, PositionNet, TokenNet):
+        m = cls(tiny(time_conditioning=True))
+        x = torch.full((B, L), V)  # all masked so SUBS does not hide anything
+        # fresh net: AdaLN gates are zero-initialised, so t has no effect yet ...
+        assert torch.equal(m(x, torch.zeros(B)), m(x, torch.ones(B)))
+        # ... but the gates are trainable and, once non-zero, t changes the output
+        perturb_(m)
+        a, b = m(x, torch.full((B,), 0.1)), m(x, torch.full((B,), 0.9))
+        assert (a - b).abs().max() > 1e-3, cls.__name__
+
+
+def test_zero_init_gates_receive_gradient():
+    """The zero-initialised modulation must still learn (a dead time path is a silent defect)."""
+    torch.manual_seed(0)
+    m = DenoiserNet(tiny())
+    x = torch.full((B, L), V)
+    m(x, torch.rand(B)).logsumexp(-1).sum().backward()
+    grads = [blk.adaln.weight.grad for blk in m.backbone.blocks]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_dropout_active_only_in_train_mode():
+    torch.manual_seed(0)
+    m = TokenNet(tiny(dropout=0.5))
+    perturb_(m)
+    x, t = rand_ids(6), torch.rand(B)
+    m.eval()
+    assert torch.equal(m(x, t), m(x, t))
+    m.train()
+    assert not torch.equal(m(x, t), m(x, t))
+
+
+def test_tiny_parameter_count():
+    m = DenoiserNet(
+        TransformerConfig(vocab_size=4, seq_len=16, d_model=32, n_layers=2, n_heads=4, cond_dim=32)
+    )
+    n = m.num_parameters()
+    assert 40_000 < n < 60_000
+    assert n == sum(p.numel() for p in m.parameters())
+
+
+def expected_params(V_: int, L_: int, d: int, n: int, cond: int, mlp: float = 4.0) -> int:
+    """Closed-form parameter count of a time-conditioned DenoiserNet."""
+    h = round(mlp * d)
+    block = (d * 3 * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d) + (cond * 6 * d + 6 * d)
+    time = (256 * cond + cond) + (cond * cond + cond)
+    return (V_ + 1) * d + L_ * d + time + n * block + (cond * 2 * d + 2 * d) + (d * V_ + V_)
+
+
+def test_parameter_count_formula_small():
+    c = tiny()
+    assert DenoiserNet(c).num_parameters() == expected_params(V, L, 32, 2, 16)
+
+
+def test_bert_base_sized_denoiser():
+    """A ~100M-parameter configuration builds and runs one tiny forward pass."""
+    c = TransformerConfig(
+        vocab_size=30522, seq_len=128, d_model=768, n_layers=12, n_heads=12, cond_dim=128
+    )
+    m = DenoiserNet(c)
+    n = m.num_parameters()
+    assert n == expected_params(30522, 128, 768, 12, 128)
+    assert 100e6 < n < 140e6
+    with torch.no_grad():
+        out = m(torch.full((1, 4), 30522), torch.tensor([0.5]))
+    assert out.shape == (1, 4, 30522) and torch.isfinite(out).all()

@@ -146,3 +146,21 @@ def test_unknown_class_and_bad_config(tmp_path):
 def test_rejects_unregistered_models(tmp_path):
     with pytest.raises(TypeError, match="cannot save"):
         save_pretrained(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_load_denoiser_from_directory_and_clear_errors(tmp_path):
+    from gtlkit.hub import LoadError, load_denoiser
+    from gtlkit.nn import DenoiserNet, ScalarNet, TransformerConfig
+
+    cfg = TransformerConfig(vocab_size=7, seq_len=5, d_model=16, n_layers=1, n_heads=2)
+    den = DenoiserNet(cfg).eval()
+    den.save_pretrained(tmp_path / "den")
+    loaded = load_denoiser(tmp_path / "den")
+    x = torch.full((2, 5), 7)
+    t = torch.ones(2)
+    assert torch.equal(loaded(x, t), den(x, t))
+    ScalarNet(cfg).save_pretrained(tmp_path / "scalar")
+    with pytest.raises(LoadError, match="not a denoiser"):
+        load_denoiser(tmp_path / "scalar")
+    with pytest.raises(LoadError):
+        load_denoiser(tmp_path / "missing-dir")

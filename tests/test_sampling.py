@@ -319,3 +319,22 @@ def test_filter_logits_top_k_top_p_temperature():
     assert float(hot.max() - hot.min()) < 0.1
     with pytest.raises(ValueError):
         filter_logits(logits, temperature=0.0)
+
+
+def test_top_k_candidates_come_from_the_denoiser_alone():
+    """Research-code defect: an evaluation that forces the true token into the candidate set.
+
+    Here the ratio strongly prefers token 0, which the denoiser ranks last: with top_k = 2 the
+    sampler must never produce it, however large the guidance.
+    """
+    w = torch.zeros(L, V + 1, dtype=torch.float64)
+    w[:, 0] = 20.0
+    lr = _linear_log_ratio(w)
+    logits = torch.tensor([-3.0, 0.0, -1.0])
+    den = lambda x, t: logits.expand(*x.shape, V)  # noqa: E731
+    x, _ = sample(den, 500, L, V, log_ratio=lr, gamma=5.0, top_k=2,
+                  generator=torch.Generator().manual_seed(0))
+    assert not (x == 0).any()
+    x_all, _ = sample(den, 500, L, V, log_ratio=lr, gamma=5.0,
+                      generator=torch.Generator().manual_seed(0))
+    assert (x_all == 0).double().mean() > 0.99

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 LogRatioFn = Callable[[Tensor, Tensor], Tensor]
-MAX_LOG_RATIO = 50.0  # log-ratios are clamped to +-this before they meet exp()
+MAX_LOG_RATIO = 50.0  # log-ratio *differences* are clamped to +-this before they meet exp()
 
 
 def resolve_gamma(gamma: float | Callable[[Tensor], Tensor | float], t: Tensor) -> Tensor:
@@ -52,7 +52,7 @@ def _check_log_ratio_output(out: Tensor, rows: int) -> Tensor:
     out = out.to(torch.float64)
     if torch.isnan(out).any():
         raise FloatingPointError("log_ratio returned NaN")
-    return out.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+    return out
 
 
 class GuidanceEstimator:
@@ -106,7 +106,10 @@ class ExactGuidance(GuidanceEstimator):
                 base[sl] = _check_log_ratio_output(log_ratio(x_t[b], t[b]), b.numel())
             scores = scores - base[inverse][:, None]
             rows += uniq.numel()
-        return scores, rows
+        else:
+            # any per-query constant may be subtracted: centre for numerical range
+            scores = scores - scores.max(dim=1, keepdim=True).values
+        return scores.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO), rows
 
 
 @dataclass

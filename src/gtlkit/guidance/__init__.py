@@ -7,5 +7,27 @@ from .estimators import (
     get_estimator,
     resolve_gamma,
 )
+from .models import (
+    DomainClassifier,
+    GuidanceBundle,
+    LearnedPlanner,
+    LogRatioModel,
+    NoisyClassifierRatio,
+    RatioNetwork,
+    load_wrapper,
+)
 
-__all__ = ["ExactGuidance", "GuidanceEstimator", "TaylorGuidance", "get_estimator", "resolve_gamma"]
+__all__ = [
+    "DomainClassifier",
+    "ExactGuidance",
+    "GuidanceBundle",
+    "GuidanceEstimator",
+    "LearnedPlanner",
+    "LogRatioModel",
+    "NoisyClassifierRatio",
+    "RatioNetwork",
+    "TaylorGuidance",
+    "get_estimator",
+    "load_wrapper",
+    "resolve_gamma",
+]

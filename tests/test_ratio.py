@@ -1,0 +1,512 @@
+"""Ratio estimation: classifier prior correction, ratio regression, noisy classifier, bundle.
+
+The reference problem is enumerable (V = 3, L = 4): a random source ``p`` and a target
+``q(x) ∝ p(x) exp(sum_l W[l, x_l])``, so ``gtlkit.oracle.exact_log_ratio`` gives the true
+``log h_t`` on every noisy input. Errors are mean absolute errors of ``log h`` weighted by how
+often each noisy input occurs under noised source data, averaged over a grid of times.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+from gtlkit.guidance.models import (
+    DomainClassifier,
+    GuidanceBundle,
+    NoisyClassifierRatio,
+    RatioNetwork,
+    load_wrapper,
+)
+from gtlkit.hub import LoadError
+from gtlkit.nn import ScalarNet, TransformerConfig
+from gtlkit.oracle import EnumeratedDistribution, all_sequences, exact_log_ratio
+from gtlkit.processes import MaskedProcess, Process, UniformProcess
+from gtlkit.training.ratio import (
+    RatioConfig,
+    classifier_metrics,
+    fit_ratio,
+    make_net_config,
+    noisy_overlap,
+    ratio_regression_loss,
+    train_domain_classifier,
+    train_noisy_classifier,
+    train_ratio_net,
+)
+
+V, L = 3, 4
+TIMES = tuple((i + 0.5) / 10 for i in range(10))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny nets run fastest on one thread, and much faster on a contended machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_config(**kw) -> RatioConfig:
+    base = dict(
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        batch_size=128,
+        lr=3e-3,
+        warmup_steps=20,
+        ema_decay=None,
+        progress=False,
+        mixed_precision="no",
+        cycle_weight=0.0,
+        classifier_steps=300,
+        ratio_steps=300,
+        noisy_steps=300,
+    )
+    return RatioConfig(**(base | kw))
+
+
+@pytest.fixture(scope="module")
+def problem():
+    g = torch.Generator().manual_seed(0)
+    p = EnumeratedDistribution.random(V, L, g, sharpness=0.5)
+    W = (torch.rand(L, V, generator=g, dtype=torch.float64) - 0.5) * 2.4
+    X = all_sequences(V, L)
+    q = EnumeratedDistribution(p.probs * W[torch.arange(L)[None], X].sum(-1).exp(), V, L)
+    return {"p": p, "q": q, "source": p.sample(20000, g), "target": q.sample(20000, g)}
+
+
+def clean_log_ratio(problem):
+    p, q = problem["p"], problem["q"]
+    return lambda x: (q.log_prob(x) - p.log_prob(x)).float()
+
+
+def weighted_log_h_error(log_ratio, p, q, process: Process, times=TIMES) -> float:
+    """``E_t E_{z ~ p_t} |log_ratio(z, t) - log h_t(z)|`` by enumeration of every noisy input."""
+    exact = exact_log_ratio(q, p, process)
+    if isinstance(process, MaskedProcess):
+        Z = all_sequences(V + 1, L)  # every partially masked input
+        k = (Z != V).sum(-1)
+        pU = p.marginal(Z, torch.zeros(len(Z)), process)
+    else:
+        Z = all_sequences(V, L)
+    total = 0.0
+    for t in times:
+        tt = torch.full((len(Z),), float(t))
+        if isinstance(process, MaskedProcess):
+            a = float(process.schedule.alpha(torch.tensor(float(t), dtype=torch.float64)))
+            w = pU * a**k * (1 - a) ** (L - k)
+        else:
+            w = p.marginal(Z, tt, process)
+        assert abs(float(w.sum()) - 1) < 1e-6
+        total += float((w * (log_ratio(Z, tt).double() - exact(Z, tt)).abs()).sum())
+    return total / len(times)
+
+
+def zero_baseline(problem, process) -> float:
+    return weighted_log_h_error(
+        lambda z, t: torch.zeros(len(z)), problem["p"], problem["q"], process
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Losses and shapes
+# --------------------------------------------------------------------------------------------
+
+
+def test_regression_loss_rejects_broadcasting_shapes():
+    out, log_r = torch.zeros(8, 1), torch.zeros(8)
+    for space in ("ratio", "poisson", "log"):
+        with pytest.raises(ValueError, match=r"\[B, B\]"):
+            ratio_regression_loss(out, log_r, space)
+        with pytest.raises(ValueError):
+            ratio_regression_loss(torch.zeros(8), torch.zeros(4), space)
+    with pytest.raises(ValueError, match="space"):
+        ratio_regression_loss(torch.zeros(3), torch.zeros(3), "kl")
+
+
+@pytest.mark.parametrize("space", ["ratio", "poisson", "log"])
+def test_regression_loss_minimisers(space):
+    """A constant output fitted to a batch of targets lands on log E[r] (ratio, poisson) or
+    E[log r] (log): the Jensen gap between the two is exactly what the log space gets wrong."""
+    log_r = torch.tensor([-2.0, -1.0, 0.0, 0.5, 2.0], dtype=torch.float64)
+    log_norm = 0.3
+    c = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [c],
+        max_iter=200,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = ratio_regression_loss(c.expand(5), log_r, space, log_norm=log_norm)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    if space == "log":
+        expected = float(log_r.mean())
+    else:
+        expected = float(torch.logsumexp(log_r, 0) - math.log(5)) - log_norm
+    assert float(c.detach()) == pytest.approx(expected, abs=1e-6)
+    # per-sample, not batch-mean: the loss of a non-constant output matches a manual sum
+    out = torch.linspace(-1, 1, 5, dtype=torch.float64)
+    manual = {
+        "log": (out - log_r) ** 2,
+        "ratio": (out.exp() - (log_r - log_norm).exp()) ** 2,
+        "poisson": out.exp() - (log_r - log_norm).exp() * out,
+    }[space].mean()
+    assert float(ratio_regression_loss(out, log_r, space, log_norm)) == pytest.approx(float(manual))
+
+
+def test_wrappers_shapes_mask_ids_and_soft_inputs():
+    torch.manual_seed(0)
+    cfg = TransformerConfig(
+        vocab_size=V,
+        seq_len=L,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        cond_dim=16,
+        time_conditioning=False,
+    )
+    clf = DomainClassifier(ScalarNet(cfg), prior_log_odds=math.log(0.25))
+    x = torch.tensor([[0, 1, 2, 2], [0, 1, 2, V], [V, V, V, V]])
+    out = clf.log_ratio_clean(x)
+    assert out.shape == (3,) and torch.isfinite(out).all()
+    assert torch.allclose(out, clf.logit(x) - math.log(0.25))
+    # the [MASK] id has its own embedding row: it is not silently clamped to token V - 1
+    clamped = x.clamp(max=V - 1)
+    assert not torch.allclose(clf.logit(x)[1:], clf.logit(clamped)[1:])
+    for bad in (
+        torch.tensor([[0, 1, 2, V + 1]]),
+        torch.tensor([[0, -1, 2, 1]]),
+        torch.zeros(2, 4),
+        torch.zeros(4, dtype=torch.long),
+    ):
+        with pytest.raises(ValueError):
+            clf.log_ratio_clean(bad)
+
+    tcfg = TransformerConfig(
+        vocab_size=V, seq_len=L, d_model=16, n_layers=1, n_heads=2, cond_dim=16
+    )
+    ratio = RatioNetwork(ScalarNet(tcfg), log_norm=0.7)
+    t = torch.rand(3)
+    lh = ratio(x, t)
+    assert lh.shape == (3,) and not lh.requires_grad
+    assert torch.allclose(lh, ratio.net(x, t) + 0.7)
+    with pytest.raises(ValueError, match="t must be"):
+        ratio(x, torch.rand(2))
+    # differentiable soft path agrees with the id path on hard one-hots, for V+1 and V columns
+    onehot = torch.nn.functional.one_hot(x, V + 1).float().requires_grad_(True)
+    soft = ratio.log_ratio_soft(onehot, t)
+    assert torch.allclose(soft.detach(), lh, atol=1e-5)
+    (grad,) = torch.autograd.grad(soft.sum(), onehot)
+    assert grad.shape == onehot.shape and grad.abs().sum() > 0
+    hard = torch.tensor([[0, 1, 2, 2]])
+    narrow = torch.nn.functional.one_hot(hard, V).float()
+    assert torch.allclose(
+        ratio.log_ratio_soft(narrow, t[:1]).detach(), ratio(hard, t[:1]), atol=1e-5
+    )
+    noisy = NoisyClassifierRatio(ScalarNet(tcfg), prior_log_odds=1.5)
+    assert torch.allclose(noisy(x, t), noisy.net(x, t) - 1.5)
+
+
+def test_training_catches_a_b1_output(problem, monkeypatch):
+    """The research code's defect: a [B, 1] output against [B] targets must not train silently."""
+    forward = ScalarNet.forward
+    monkeypatch.setattr(ScalarNet, "forward", lambda self, x, t=None: forward(self, x, t)[:, None])
+    cfg = tiny_config(ratio_steps=2, noisy_steps=2, classifier_steps=2)
+    net_cfg = make_net_config(cfg, V, L, time_conditioning=True)
+    with pytest.raises(ValueError, match=r"\[B, B\]"):
+        train_ratio_net(
+            problem["source"][:256], MaskedProcess(V), clean_log_ratio(problem), net_cfg, cfg
+        )
+    with pytest.raises(ValueError, match=r"\[B, B\]"):
+        train_noisy_classifier(
+            problem["source"][:256], problem["target"][:256], MaskedProcess(V), net_cfg, cfg
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 1: classifier prior correction on an analytic case
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("balance", ["frequency", "weighted", "batch"])
+def test_classifier_prior_correction(balance):
+    """V = 2, L = 2 with data sets whose empirical laws are exactly p and q and N_s = 4 N_t.
+
+    The Bayes logit is log q/p + prior_log_odds; after correction every mode must give log q/p,
+    and in "frequency" mode the raw logit must sit log(N_t / N_s) below it.
+    """
+    p = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    q = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    seqs = all_sequences(2, 2)
+    source = seqs.repeat_interleave((p * 400).long(), dim=0)  # 400 rows, law exactly p
+    target = seqs.repeat_interleave((q * 100).long(), dim=0)  # 100 rows, law exactly q
+    cfg = tiny_config(balance=balance, classifier_steps=250, lr=1e-2, d_model=16)
+    net_cfg = make_net_config(cfg, 2, 2, time_conditioning=False)
+    clf, metrics = train_domain_classifier(source, target, net_cfg, cfg)
+    exact = (q / p).log()
+    est = clf.log_ratio_clean(seqs)
+    print(f"\n[{balance}] exact log q/p {exact.tolist()}\n  corrected {est.tolist()}")
+    assert torch.allclose(est, exact.float(), atol=0.2), (est, exact)
+    expected_prior = math.log(100 / 400) if balance == "frequency" else 0.0
+    assert clf.prior_log_odds == pytest.approx(expected_prior)
+    assert metrics["prior_log_odds"] == pytest.approx(expected_prior)
+    assert torch.allclose(clf.logit(seqs), exact.float() + expected_prior, atol=0.2)
+    assert metrics["on"] == "train" and 0.5 < metrics["auroc"] <= 1.0
+    assert 0.0 <= metrics["ece"] <= 0.2 and 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_classifier_metrics_with_exact_and_miscalibrated_ratios(problem):
+    """With the exact log q/p the held-out probabilities are calibrated for the set's class mix;
+    a log-ratio off by a constant (a forgotten prior correction) is visibly miscalibrated."""
+    src, tgt = problem["source"][:8000], problem["target"][:2000]
+    exact = clean_log_ratio(problem)
+    good = classifier_metrics(exact, src, tgt)
+    bad = classifier_metrics(lambda x: exact(x) + math.log(4.0), src, tgt)
+    print(
+        f"\nexact log r: ECE+ {good['ece_positive']:.4f} acc {good['accuracy']:.3f}; "
+        f"shifted by log 4: ECE+ {bad['ece_positive']:.4f} acc {bad['accuracy']:.3f}"
+    )
+    assert good["ece_positive"] < 0.02 and bad["ece_positive"] > 0.1
+    assert good["auroc"] == pytest.approx(bad["auroc"])  # AUROC ignores constants
+    assert good["accuracy"] >= 0.8 - 0.01  # Bayes rule beats always guessing "source"
+    assert good["overlap"]["ok"] and good["overlap"]["mean_weight"] == pytest.approx(1, abs=0.05)
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 2: the ratio network recovers log h (ratio vs poisson vs log space)
+# --------------------------------------------------------------------------------------------
+
+
+def test_ratio_net_recovers_log_h_masked(problem):
+    process = MaskedProcess(V)
+    base = zero_baseline(problem, process)
+    p, q = problem["p"], problem["q"]
+    # the log-space optimum E[log r | z] (computed exactly): its error is the Jensen gap
+    Z = all_sequences(V + 1, L)
+    post = p._likelihood(Z, torch.zeros(len(Z)), process) * p.probs[None]
+    post = post / post.sum(-1, keepdim=True)
+    e_log_r = post @ (q.probs.log() - p.probs.log())
+    table = {tuple(z.tolist()): float(v) for z, v in zip(Z, e_log_r, strict=True)}
+    jensen = weighted_log_h_error(
+        lambda z, t: torch.tensor([table[tuple(r.tolist())] for r in z]), p, q, process
+    )
+    errors = {}
+    for space in ("ratio", "poisson", "log"):
+        cfg = tiny_config(space=space, time_conditioning=False)
+        net_cfg = make_net_config(cfg, V, L, time_conditioning=False)
+        model, metrics = train_ratio_net(
+            problem["source"],
+            process,
+            clean_log_ratio(problem),
+            net_cfg,
+            cfg,
+            val_source=problem["source"][:2000],
+        )
+        assert model.space == space
+        errors[space] = weighted_log_h_error(model, p, q, process)
+        if space != "log":  # E_p[h_t(z_t)] = 1 for the true h
+            assert metrics["mean_h_source_noised"] == pytest.approx(1.0, abs=0.1)
+    print(
+        f"\nmasked log h MAE: predict-0 {base:.4f}, exact E[log r|z] (log-space optimum) "
+        f"{jensen:.4f}, learned: " + ", ".join(f"{k} {v:.4f}" for k, v in errors.items())
+    )
+    best = min(errors["ratio"], errors["poisson"])
+    assert best < 0.3 * base
+    assert best < errors["log"]
+    assert errors["log"] > 0.5 * jensen  # log space cannot beat its own biased optimum by much
+
+
+def test_ratio_net_uniform_process(problem):
+    process = UniformProcess(V)
+    base = zero_baseline(problem, process)
+    cfg = tiny_config(space="poisson", time_conditioning=True, ratio_steps=400)
+    net_cfg = make_net_config(cfg, V, L, time_conditioning=True)
+    model, _ = train_ratio_net(problem["source"], process, clean_log_ratio(problem), net_cfg, cfg)
+    err = weighted_log_h_error(model, problem["p"], problem["q"], process)
+    print(f"\nuniform log h MAE: predict-0 {base:.4f}, poisson-space net {err:.4f}")
+    assert err < 0.5 * base
+
+
+def test_cycle_term_pulls_target_outputs(problem):
+    """The cycle term is wired: a reference shifted by +2 raises the net on noised target rows."""
+    process = MaskedProcess(V)
+    p, q = problem["p"], problem["q"]
+    exact = exact_log_ratio(q, p, process)
+    outs = {}
+    for shift in (0.0, 2.0):
+        cfg = tiny_config(space="ratio", cycle_weight=1.0, ratio_steps=150, time_conditioning=False)
+        net_cfg = make_net_config(cfg, V, L, time_conditioning=False)
+        model, metrics = train_ratio_net(
+            problem["source"],
+            process,
+            clean_log_ratio(problem),
+            net_cfg,
+            cfg,
+            target=problem["target"],
+            noisy_log_ratio=lambda z, t, s=shift: exact(z, t) + s,
+        )
+        assert metrics["cycle"]
+        x = problem["target"][:2000]
+        z = process.sample(x, torch.full((2000,), 0.5), torch.Generator().manual_seed(1))
+        outs[shift] = float(model(z, torch.full((2000,), 0.5)).mean())
+    assert outs[2.0] > outs[0.0] + 0.3, outs
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 3: the noisy classifier is an estimator of log h_t by itself
+# --------------------------------------------------------------------------------------------
+
+
+def test_noisy_classifier_recovers_log_h(problem):
+    process = MaskedProcess(V)
+    cfg = tiny_config(noisy_steps=400)
+    net_cfg = make_net_config(cfg, V, L, time_conditioning=True)
+    model, metrics = train_noisy_classifier(
+        problem["source"], problem["target"], process, net_cfg, cfg
+    )
+    assert isinstance(model, NoisyClassifierRatio) and model.prior_log_odds == 0.0
+    assert 0.5 < metrics["auroc_t0.25"] <= 1.0
+    p, q = problem["p"], problem["q"]
+    for t in (0.25, 0.5, 0.75):
+        base = weighted_log_h_error(lambda z, tt: torch.zeros(len(z)), p, q, process, (t,))
+        err = weighted_log_h_error(model, p, q, process, (t,))
+        print(f"\nnoisy classifier t={t}: log h MAE {err:.4f} (predict-0 {base:.4f})")
+        assert err < 0.5 * base
+
+
+# --------------------------------------------------------------------------------------------
+# fit_ratio: end to end, determinism, budget, save/load
+# --------------------------------------------------------------------------------------------
+
+
+def small_fit_config(**kw) -> RatioConfig:
+    return tiny_config(
+        **({"classifier_steps": 60, "noisy_steps": 60, "ratio_steps": 60, "cycle_weight": 0.1} | kw)
+    )
+
+
+def test_fit_ratio_end_to_end_determinism_and_round_trip(problem, tmp_path):
+    process = MaskedProcess(V)
+    src, tgt = problem["source"][:3000], problem["target"][:300]
+    cfg = small_fit_config()
+    before = cfg.to_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        b1 = fit_ratio(src, tgt, process, cfg, out_dir=tmp_path / "run")
+        b2 = fit_ratio(src, tgt, process, cfg)
+    assert cfg.to_dict() == before  # the caller's config is never mutated
+    assert b1.estimator == "regression" and isinstance(b1.log_ratio, RatioNetwork)
+    assert isinstance(b1.noisy_classifier, NoisyClassifierRatio)
+    m = b1.metrics["classifier"]
+    assert m["on"] == "held_out" and m["n_source"] == 300 and m["n_target"] == 30
+    for key in ("accuracy", "auroc", "ece", "ece_positive", "balanced_accuracy"):
+        assert 0.0 <= m[key] <= 1.0
+    assert "ess_fraction" in m["overlap"] and b1.metrics["overlap"]["t"] == 0.5
+    Z = all_sequences(V + 1, L)
+    t = torch.rand(len(Z), generator=torch.Generator().manual_seed(3))
+    out = b1(Z, t)
+    assert out.shape == (len(Z),)
+    assert torch.equal(out, b2(Z, t))  # same seed, same weights
+
+    # files: resolved config, stage histories, the bundle; and the round trip
+    resolved = json.loads((tmp_path / "run" / "ratio_config.json").read_text())
+    assert resolved["ratio_config"] == before and resolved["net_config"]["d_model"] == 32
+    assert (tmp_path / "run" / "runs" / "ratio" / "history.jsonl").is_file()
+    loaded = GuidanceBundle.load(tmp_path / "run" / "bundle")
+    assert torch.equal(loaded(Z, t), out)
+    assert loaded.estimator == "regression" and loaded.log_ratio.space == "ratio"
+    assert loaded.log_ratio.log_norm == b1.log_ratio.log_norm
+    assert loaded.classifier.prior_log_odds == b1.classifier.prior_log_odds
+    x0 = problem["source"][:64]
+    assert torch.equal(loaded.classifier.log_ratio_clean(x0), b1.classifier.log_ratio_clean(x0))
+    assert torch.equal(loaded.noisy_classifier(Z, t), b1.noisy_classifier(Z, t))
+    assert loaded.process == process.config() and loaded.config == b1.config
+    assert loaded.metrics["classifier"]["auroc"] == pytest.approx(m["auroc"])
+
+
+def test_fit_ratio_noisy_classifier_estimator_round_trip(problem, tmp_path):
+    process = UniformProcess(V)
+    cfg = small_fit_config(estimator="noisy_classifier", cycle_weight=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        b = fit_ratio(problem["source"][:1000], problem["target"][:200], process, cfg)
+    assert b.estimator == "noisy_classifier" and b.log_ratio is b.noisy_classifier
+    assert "ratio" not in b.metrics
+    b.save(tmp_path / "b")
+    loaded = GuidanceBundle.load(tmp_path / "b")
+    Z = all_sequences(V, L)
+    t = torch.full((len(Z),), 0.3)
+    assert loaded.estimator == "noisy_classifier"
+    assert torch.equal(loaded(Z, t), b(Z, t))
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "bundle.json",
+        "classifier",
+        "noisy_classifier",
+    ]
+
+
+def test_bundle_load_errors(tmp_path):
+    with pytest.raises(LoadError, match=r"bundle\.json"):
+        GuidanceBundle.load(tmp_path)
+    (tmp_path / "bundle.json").write_text('{"format": "gtlkit-guidance", "version": 99}')
+    with pytest.raises(LoadError, match="version"):
+        GuidanceBundle.load(tmp_path)
+    (tmp_path / "bundle.json").write_text("{not json")
+    with pytest.raises(LoadError, match="JSON"):
+        GuidanceBundle.load(tmp_path)
+    # a plain net without wrapper metadata is not a guidance component
+    net = ScalarNet(
+        TransformerConfig(vocab_size=V, seq_len=L, d_model=16, n_layers=1, n_heads=2, cond_dim=16)
+    )
+    net.save_pretrained(tmp_path / "plain")
+    with pytest.raises(LoadError, match="wrapper"):
+        load_wrapper(tmp_path / "plain")
+
+
+def test_parameter_budget_and_input_validation(problem):
+    cfg = RatioConfig(d_model=128, n_layers=2, n_heads=4)
+    big = make_net_config(cfg, V, L, True)
+    small = make_net_config(cfg, V, L, True, max_params=20_000)
+    assert ScalarNet(small).num_parameters() <= 20_000 < ScalarNet(big).num_parameters()
+    with pytest.raises(ValueError, match="fits"):
+        make_net_config(cfg, V, L, True, max_params=100)
+    process = MaskedProcess(V)
+    with pytest.raises(ValueError, match="clean ids"):
+        fit_ratio(torch.full((10, L), V), problem["target"][:10], process, small_fit_config())
+    with pytest.raises(ValueError, match="lengths differ"):
+        fit_ratio(problem["source"][:10], problem["target"][:10, :3], process, small_fit_config())
+    for bad in ({"space": "kl"}, {"estimator": "x"}, {"balance": "y"}, {"val_fraction": 1.0}):
+        with pytest.raises(ValueError):
+            RatioConfig(**bad)
+    assert RatioConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_poor_overlap_is_reported():
+    """Disjoint domains (x_0 = 0 vs x_0 != 0): the overlap verdict fails and fit_ratio warns."""
+    X = all_sequences(V, L)
+    p = EnumeratedDistribution((X[:, 0] == 0).double(), V, L)
+    q = EnumeratedDistribution((X[:, 0] != 0).double(), V, L)
+    g = torch.Generator().manual_seed(0)
+    src, tgt = p.sample(2000, g), q.sample(200, g)
+    process = MaskedProcess(V)
+    exact = noisy_overlap(exact_log_ratio(q, p, process), process, src, tgt, t=0.5)
+    assert not exact["ok"] and exact["ess_fraction_from_target"] < 0.01
+    cfg = small_fit_config(
+        estimator="noisy_classifier", cycle_weight=0.0, classifier_steps=100, noisy_steps=100
+    )
+    with pytest.warns(RuntimeWarning, match="barely overlap"):
+        b = fit_ratio(src, tgt, process, cfg)
+    assert b.metrics["overlap_warning"] and not b.metrics["overlap"]["ok"]
+    assert b.metrics["classifier"]["auroc"] > 0.99

@@ -357,3 +357,28 @@ def test_samplers_run_on_cuda_deterministically():
         assert runs[0].device.type == "cuda"
         assert torch.equal(runs[0], runs[1])
         assert (runs[0] < 50).all()
+
+
+@pytest.mark.parametrize("planner", ["confidence", "margin", "entropy"])
+def test_unguided_planned_sampler_reproduces_source_for_every_planner(problem, planner):
+    p, _ = problem
+    den = exact_denoiser(p, MaskedProcess(V))
+    n = 50_000
+    x, _ = sample(den, n, L, V, planner=planner, generator=torch.Generator().manual_seed(21),
+                  batch_size=n)
+    assert empirical_tv(x, p.probs, V) < 0.025
+
+
+def test_unguided_ancestral_sampler_with_many_steps_reproduces_source(problem):
+    p, _ = problem
+    den = exact_denoiser(p, MaskedProcess(V))
+    n = 30_000
+    x, stats = sample(den, n, L, V, sampler="ancestral", steps=64,
+                      generator=torch.Generator().manual_seed(22), batch_size=n)
+    assert empirical_tv(x, p.probs, V) < 0.03
+    # the denoiser is only called again after something changed: with batches of 2 sequences
+    # and L = 4 positions over 64 steps most steps reveal nothing
+    _, small = sample(den, 64, L, V, sampler="ancestral", steps=64, batch_size=2,
+                      generator=torch.Generator().manual_seed(23))
+    assert small["steps"] <= 32 * 64
+    assert small["denoiser_calls"] <= 32 * (2 * L + 1)

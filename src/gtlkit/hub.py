@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -34,6 +36,7 @@ __all__ = [
     "LoadError",
     "atomic_write",
     "from_pretrained",
+    "jsonable",
     "load_extra",
     "register_class",
     "save_pretrained",
@@ -74,6 +77,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` made JSON-safe: tensors to lists or numbers, tuples to lists, keys to str,
+    non-finite floats to ``None`` (JSON has no NaN or infinity)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
 
 
 def _sha256(path: Path) -> str:

@@ -24,17 +24,15 @@ use :meth:`LogRatioModel.log_ratio_soft` (always differentiable) or the raw ``.n
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from gtlkit.hub import LoadError, from_pretrained, load_extra, save_pretrained
+from gtlkit.hub import LoadError, from_pretrained, jsonable, load_extra, save_pretrained
 from gtlkit.nn import PositionNet, ScalarNet
 
 __all__ = [
@@ -386,7 +384,7 @@ class GuidanceBundle:
             "components": sorted(comps),
             "process": self.process,
             "config": self.config,
-            "metrics": _jsonable(self.metrics),
+            "metrics": jsonable(self.metrics),
         }
         text = json.dumps(meta, indent=2, sort_keys=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{BUNDLE_FILE}.", dir=directory)
@@ -433,16 +431,3 @@ class GuidanceBundle:
             config=meta.get("config", {}),
             metrics=meta.get("metrics", {}),
         )
-
-
-def _jsonable(obj: Any) -> Any:
-    """Metrics as JSON: tensors to lists/floats, non-finite floats to None."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Tensor):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    return obj

@@ -15,7 +15,6 @@ from gtlkit.experiments.markov import (
     ExactLogRatio,
     ExactMarkovDenoiser,
     MarkovExperimentConfig,
-    RecurrentScalarNet,
     baseline_budget,
     guidance_calibration,
     marginal_log_prob,
@@ -25,7 +24,6 @@ from gtlkit.experiments.markov import (
     summarize,
     train_baseline,
 )
-from gtlkit.nn import TransformerConfig
 from gtlkit.sampling import sample
 
 
@@ -118,54 +116,6 @@ def test_guidance_calibration_of_exact_and_of_constant_ratio():
 
 
 # --------------------------------------------------------------------------------------------
-# Recurrent classifier
-# --------------------------------------------------------------------------------------------
-
-
-def _rnn_config(**kw) -> TransformerConfig:
-    base = dict(vocab_size=4, seq_len=6, d_model=8, n_layers=1, n_heads=1,
-                time_conditioning=False, cond_dim=8)
-    return TransformerConfig(**{**base, **kw})
-
-
-def test_recurrent_net_ids_and_onehot_agree_and_round_trip(tmp_path):
-    from gtlkit.guidance.models import NoisyClassifierRatio, load_wrapper
-
-    torch.manual_seed(0)
-    net = RecurrentScalarNet(_rnn_config()).eval()
-    x = torch.randint(0, 5, (7, 6))
-    out = net(x, None)
-    assert out.shape == (7,)
-    onehot = torch.nn.functional.one_hot(x, 5).float()
-    assert torch.allclose(net(onehot, None), out, atol=1e-5)
-    wrapper = NoisyClassifierRatio(net)
-    wrapper.save_pretrained(tmp_path / "clf")
-    loaded = load_wrapper(tmp_path / "clf")
-    assert torch.equal(loaded(x, torch.zeros(7)), wrapper(x, torch.zeros(7)))
-
-
-def test_recurrent_net_is_additive_over_positions():
-    """The readout is a sum of per-position terms: a longer input adds terms, never averages."""
-    torch.manual_seed(0)
-    net = RecurrentScalarNet(_rnn_config()).eval()
-    h = net.features(torch.randint(0, 5, (3, 6)))
-    assert h.shape == (3, 6, 16)
-    x = torch.randint(0, 5, (3, 6))
-    per_pos = net.head(net.features(x)).squeeze(-1)
-    assert torch.allclose(per_pos.sum(1), net(x), atol=1e-6)
-
-
-def test_recurrent_net_rejects_time_input_and_bad_shapes():
-    with pytest.raises(ValueError, match="time"):
-        RecurrentScalarNet(_rnn_config(time_conditioning=True))
-    net = RecurrentScalarNet(_rnn_config())
-    with pytest.raises(ValueError, match="one-hot"):
-        net(torch.zeros(2, 6, 3))
-    with pytest.raises(ValueError, match="seq_len"):
-        net(torch.zeros(2, 9, dtype=torch.long))
-
-
-# --------------------------------------------------------------------------------------------
 # Configuration and baselines
 # --------------------------------------------------------------------------------------------
 
@@ -173,7 +123,7 @@ def test_recurrent_net_rejects_time_input_and_bad_shapes():
 @pytest.mark.parametrize("bad, match", [
     ({"matrix": "banded"}, "matrix"),
     ({"n_target": [1]}, "n_target"),
-    ({"estimator": "regression", "ratio_arch": "recurrent"}, "transformer"),
+    ({"ratio_arch": "lstm"}, "ratio_arch"),
     ({"methods": ["gtl", "oracle"]}, "methods"),
     ({"ablations": ["everything"]}, "ablations"),
     ({"target_diag": 1.5}, "target_diag"),
@@ -265,6 +215,8 @@ def test_quick_experiment_end_to_end_and_resume(tmp_path):
     assert by["gtl"]["mean_diag"] > by["source"]["mean_diag"] + 0.1
     assert by["gtl"]["mean_abs_error"] < 0.5 * by["source"]["mean_abs_error"]
     assert "calibration" in by["gtl"]["diagnostics"] and "t0.5" in by["gtl"]["overlap"]
+    step = by["gtl"]["overlap"]["stepwise"]
+    assert 0 < step["ess_fraction_p10"] <= 1 and 0 <= step["off_support_mass"] <= 1
     assert len(saved["ablations"]) == 6 and {e["value"] for e in saved["ablations"]} == {
         0.0, 0.5, 1.0, 2.0, 3.0, 5.0}
     assert json.loads((tmp_path / "config.json").read_text())["config"]["quick"] is True

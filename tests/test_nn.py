@@ -9,9 +9,11 @@ from gtlkit.nn import (
     SUBS_NEG,
     DenoiserNet,
     PositionNet,
+    RecurrentScalarNet,
     ScalarNet,
     TokenNet,
     TransformerConfig,
+    build_scalar_net,
 )
 
 V, L, B = 5, 8, 3
@@ -215,3 +217,68 @@ def test_bert_base_sized_denoiser():
     with torch.no_grad():
         out = m(torch.full((1, 4), 30522), torch.tensor([0.5]))
     assert out.shape == (1, 4, 30522) and torch.isfinite(out).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Recurrent scalar net (arch="recurrent")
+# --------------------------------------------------------------------------------------------
+
+
+def _rnn_config(**kw) -> TransformerConfig:
+    base = dict(vocab_size=4, seq_len=6, d_model=8, n_layers=1, n_heads=1,
+                time_conditioning=False, cond_dim=8)
+    return TransformerConfig(**{**base, **kw})
+
+
+def test_recurrent_net_ids_and_onehot_agree_and_round_trip(tmp_path):
+    from gtlkit.guidance.models import NoisyClassifierRatio, load_wrapper
+
+    torch.manual_seed(0)
+    net = RecurrentScalarNet(_rnn_config()).eval()
+    x = torch.randint(0, 5, (7, 6))
+    out = net(x, None)
+    assert out.shape == (7,) and out.dtype == torch.float32
+    onehot = torch.nn.functional.one_hot(x, 5).float()
+    assert torch.allclose(net(onehot, None), out, atol=1e-5)
+    wrapper = NoisyClassifierRatio(net)
+    wrapper.save_pretrained(tmp_path / "clf")
+    loaded = load_wrapper(tmp_path / "clf")
+    assert isinstance(loaded.net, RecurrentScalarNet)
+    assert torch.equal(loaded(x, torch.zeros(7)), wrapper(x, torch.zeros(7)))
+
+
+def test_recurrent_net_is_additive_over_positions():
+    """The readout is a sum of per-position terms: a longer input adds terms, never averages."""
+    torch.manual_seed(0)
+    net = RecurrentScalarNet(_rnn_config()).eval()
+    x = torch.randint(0, 5, (3, 6))
+    h = net.features(x)
+    assert h.shape == (3, 6, 16)
+    per_pos = net.head(h).squeeze(-1)
+    assert torch.allclose(per_pos.sum(1), net(x), atol=1e-6)
+
+
+def test_recurrent_net_time_conditioning():
+    """Untimed: t is ignored. Timed: t=None is refused, and t changes the output once trained."""
+    x = torch.randint(0, 5, (4, 6))
+    untimed = RecurrentScalarNet(_rnn_config()).eval()
+    assert torch.equal(untimed(x, torch.zeros(4)), untimed(x, torch.ones(4)))
+    timed = RecurrentScalarNet(_rnn_config(time_conditioning=True)).eval()
+    with pytest.raises(ValueError, match="time"):
+        timed(x, None)
+    # the time projection starts at zero: an untrained timed net ignores t
+    assert torch.equal(timed(x, torch.zeros(4)), timed(x, torch.ones(4)))
+    perturb_(timed)
+    assert not torch.allclose(timed(x, torch.zeros(4)), timed(x, torch.ones(4)))
+
+
+def test_recurrent_net_rejects_bad_shapes_and_unknown_arch():
+    net = RecurrentScalarNet(_rnn_config())
+    with pytest.raises(ValueError, match="one-hot"):
+        net(torch.zeros(2, 6, 3))
+    with pytest.raises(ValueError, match="seq_len"):
+        net(torch.zeros(2, 9, dtype=torch.long))
+    assert type(build_scalar_net(_rnn_config(), "transformer")) is ScalarNet
+    assert type(build_scalar_net(_rnn_config(), "recurrent")) is RecurrentScalarNet
+    with pytest.raises(ValueError, match="arch"):
+        build_scalar_net(_rnn_config(), "lstm")

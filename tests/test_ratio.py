@@ -23,7 +23,7 @@ from gtlkit.guidance.models import (
     load_wrapper,
 )
 from gtlkit.hub import LoadError
-from gtlkit.nn import ScalarNet, TransformerConfig
+from gtlkit.nn import RecurrentScalarNet, ScalarNet, TransformerConfig
 from gtlkit.oracle import EnumeratedDistribution, all_sequences, exact_log_ratio
 from gtlkit.processes import MaskedProcess, Process, UniformProcess
 from gtlkit.training.ratio import (
@@ -328,6 +328,28 @@ def test_ratio_net_recovers_log_h_masked(problem):
     assert errors["log"] > 0.5 * jensen  # log space cannot beat its own biased optimum by much
 
 
+def test_recurrent_ratio_net_recovers_log_h_and_round_trips(problem, tmp_path):
+    """arch="recurrent" runs through every stage of fit_ratio and learns log h (ratio space)."""
+    process = MaskedProcess(V)
+    base = zero_baseline(problem, process)
+    cfg = small_fit_config(arch="recurrent", time_conditioning=False, classifier_steps=300,
+                           noisy_steps=100, ratio_steps=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        b = fit_ratio(problem["source"], problem["target"][:5000], process, cfg,
+                      out_dir=tmp_path / "run")
+    assert isinstance(b.log_ratio.net, RecurrentScalarNet)
+    assert isinstance(b.classifier.net, RecurrentScalarNet)
+    assert b.metrics["net_params"] == b.log_ratio.net.num_parameters()
+    err = weighted_log_h_error(b.log_ratio, problem["p"], problem["q"], process)
+    print(f"\nrecurrent ratio net: log h MAE {err:.4f} (predict-0 {base:.4f})")
+    assert err < 0.4 * base
+    loaded = GuidanceBundle.load(tmp_path / "run" / "bundle")
+    Z = all_sequences(V + 1, L)
+    t = torch.full((len(Z),), 0.5)
+    assert torch.equal(loaded(Z, t), b(Z, t))
+
+
 def test_ratio_net_uniform_process(problem):
     process = UniformProcess(V)
     base = zero_baseline(problem, process)
@@ -482,12 +504,16 @@ def test_parameter_budget_and_input_validation(problem):
     assert ScalarNet(small).num_parameters() <= 20_000 < ScalarNet(big).num_parameters()
     with pytest.raises(ValueError, match="fits"):
         make_net_config(cfg, V, L, True, max_params=100)
+    rcfg = RatioConfig(arch="recurrent", d_model=128, n_layers=2, n_heads=4)
+    rsmall = make_net_config(rcfg, V, L, False, max_params=20_000)
+    assert RecurrentScalarNet(rsmall).num_parameters() <= 20_000
     process = MaskedProcess(V)
     with pytest.raises(ValueError, match="clean ids"):
         fit_ratio(torch.full((10, L), V), problem["target"][:10], process, small_fit_config())
     with pytest.raises(ValueError, match="lengths differ"):
         fit_ratio(problem["source"][:10], problem["target"][:10, :3], process, small_fit_config())
-    for bad in ({"space": "kl"}, {"estimator": "x"}, {"balance": "y"}, {"val_fraction": 1.0}):
+    for bad in ({"space": "kl"}, {"estimator": "x"}, {"balance": "y"}, {"val_fraction": 1.0},
+                {"arch": "lstm"}):
         with pytest.raises(ValueError):
             RatioConfig(**bad)
     assert RatioConfig.from_dict(cfg.to_dict()) == cfg

@@ -26,7 +26,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from gtlkit.nn import DenoiserNet, GTLNet, PositionNet, ScalarNet, TokenNet, TransformerConfig
+from gtlkit.nn import (
+    DenoiserNet,
+    GTLNet,
+    PositionNet,
+    RecurrentScalarNet,
+    ScalarNet,
+    TokenNet,
+    TransformerConfig,
+)
 
 __all__ = [
     "CONFIG_NAME",
@@ -48,7 +56,7 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 _REGISTRY: dict[str, type[GTLNet]] = {
-    c.__name__: c for c in (DenoiserNet, ScalarNet, PositionNet, TokenNet)
+    c.__name__: c for c in (DenoiserNet, ScalarNet, RecurrentScalarNet, PositionNet, TokenNet)
 }
 
 

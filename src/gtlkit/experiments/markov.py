@@ -59,8 +59,8 @@ from gtlkit.data.markov import (
     with_extra_states,
     with_unused_states,
 )
-from gtlkit.hub import atomic_write, jsonable, register_class
-from gtlkit.nn import DenoiserNet, ScalarNet, TransformerConfig
+from gtlkit.hub import atomic_write, jsonable
+from gtlkit.nn import DenoiserNet, RecurrentScalarNet, ScalarNet, TransformerConfig
 
 __all__ = [
     "ABLATIONS",
@@ -71,7 +71,6 @@ __all__ = [
     "ExactLogRatio",
     "ExactMarkovDenoiser",
     "MarkovExperimentConfig",
-    "RecurrentScalarNet",
     "baseline_budget",
     "guidance_calibration",
     "make_chains",
@@ -211,9 +210,6 @@ class MarkovExperimentConfig:
         if self.ratio_arch not in ("recurrent", "transformer"):
             raise ValueError(f"ratio_arch must be 'recurrent' or 'transformer', got "
                              f"{self.ratio_arch!r}")
-        if self.estimator == "regression" and self.ratio_arch != "transformer":
-            raise ValueError("the regression estimator is trained by fit_ratio, which uses the "
-                             "transformer ScalarNet: pass ratio_arch='transformer'")
         if self.space not in ("ratio", "poisson", "log"):
             raise ValueError(f"space must be 'ratio', 'poisson' or 'log', got {self.space!r}")
         if self.top_k is not None and not 1 <= self.top_k:
@@ -424,69 +420,6 @@ class ExactLogRatio:
 
 
 # --------------------------------------------------------------------------------------------
-# A recurrent domain classifier with an additive readout
-# --------------------------------------------------------------------------------------------
-
-
-@register_class
-class RecurrentScalarNet(ScalarNet):
-    """Bidirectional GRU over token embeddings, a per-position MLP, summed over positions.
-
-    ``forward(x_t LongTensor[B, L] | FloatTensor[B, L, V + 1], t) -> FloatTensor[B]``; ``t`` is
-    ignored (``config.time_conditioning`` must be False: masked diffusion's ``h`` does not
-    depend on ``t``). Sizes from the :class:`~gtlkit.nn.TransformerConfig`: ``d_model`` is the
-    embedding and GRU width, ``n_layers`` the GRU depth (at least 1), ``dropout`` between GRU
-    layers; ``n_heads`` and ``mlp_ratio`` are unused.
-
-    Why this shape: the readout is a SUM of per-position terms, so the logit is additive over
-    the sequence the way ``log h`` of a chain with local dependence is (for a Markov chain,
-    ``log h(U)`` is a sum over pairs of consecutive revealed tokens), and the recurrence can
-    carry "the nearest revealed token and how far back it was" across masked gaps of any
-    length. A transformer with mean pooling and an MLP after the pooling can instead saturate
-    jointly; on the paper's Markov pair it produced a nearly constant ``log h``
-    (``docs/markov.md``). A subclass of :class:`~gtlkit.nn.ScalarNet`, so every guidance wrapper
-    and :mod:`gtlkit.hub` accept it (registered by name; import this module before loading).
-    """
-
-    def __init__(self, config: TransformerConfig):
-        nn.Module.__init__(self)  # no transformer backbone
-        if not isinstance(config, TransformerConfig):
-            raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
-        if config.time_conditioning:
-            raise ValueError("RecurrentScalarNet takes no time input: set time_conditioning=False")
-        self.config = config
-        d, layers = config.d_model, max(1, config.n_layers)
-        self.embed = nn.Embedding(config.vocab_size + 1, d)  # row V = [MASK]
-        self.rnn = nn.GRU(d, d, num_layers=layers, batch_first=True, bidirectional=True,
-                          dropout=config.dropout if layers > 1 else 0.0)
-        self.head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(approximate="tanh"),
-                                  nn.Linear(d, 1))
-        # PyTorch's default N(0, 1) embedding init: a 0.1 scale trained markedly worse
-        # (exact-denoiser MAE 0.024 vs 0.009 at n = 1000, docs/markov.md)
-
-    def features(self, x_t: Tensor, t: Tensor | float | None = None) -> Tensor:
-        """GRU states ``FloatTensor[B, L, 2 d]`` of ids ``[B, L]`` or one-hot rows."""
-        V = self.config.vocab_size
-        if x_t.is_floating_point():
-            if x_t.dim() != 3 or x_t.shape[-1] != V + 1:
-                raise ValueError(f"float inputs must be one-hot rows [B, L, {V + 1}], got "
-                                 f"{tuple(x_t.shape)}")
-            e = x_t.to(self.embed.weight.dtype) @ self.embed.weight
-        else:
-            if x_t.dim() != 2:
-                raise ValueError(f"id inputs must be LongTensor[B, L], got {tuple(x_t.shape)}")
-            e = self.embed(x_t)
-        if e.shape[1] > self.config.seq_len:
-            raise ValueError(f"sequence length {e.shape[1]} exceeds seq_len={self.config.seq_len}")
-        h, _ = self.rnn(e)
-        return h
-
-    def forward(self, x_t: Tensor, t: Tensor | float | None = None) -> Tensor:
-        """``x_t: [B, L]`` or ``[B, L, V + 1]`` -> ``FloatTensor[B]`` (sum of position terms)."""
-        return self.head(self.features(x_t)).squeeze(-1).sum(1).float()
-
-
-# --------------------------------------------------------------------------------------------
 # Training helpers
 # --------------------------------------------------------------------------------------------
 
@@ -666,9 +599,12 @@ def fit_gtl(
     """Learn ``log h`` from ``source`` and ``target`` rows; returns ``(log_ratio, info)``.
 
     ``overrides`` replace fields of ``cfg`` (``estimator``, ``ratio_arch``, ``space``) for
-    ablations. The recurrent noisy classifier is trained by :func:`train_noisy_classifier_net`;
-    everything else by :func:`gtlkit.training.ratio.fit_ratio` (a transformer ScalarNet of
-    width ``ratio_hidden``, ``ratio_layers + 1`` layers, no time input).
+    ablations. The recurrent noisy classifier (the default) is trained by
+    :func:`train_noisy_classifier_net`; everything else by
+    :func:`gtlkit.training.ratio.fit_ratio` with ``arch=ratio_arch`` (width ``ratio_hidden``;
+    ``ratio_layers`` GRU layers, or ``ratio_layers + 1`` transformer layers; no time input;
+    the recurrent body keeps the classifier recipe's ``ratio_lr`` and EMA 0.99, the transformer
+    trains at ``min(ratio_lr, 1e-3)`` with EMA 0.999).
     """
     from gtlkit.processes import MaskedProcess
 
@@ -689,11 +625,14 @@ def fit_gtl(
     from gtlkit.training.ratio import RatioConfig, fit_ratio
 
     heads = 4 if c.ratio_hidden % 4 == 0 else 1
+    recurrent = c.ratio_arch == "recurrent"
     rcfg = RatioConfig(
-        d_model=c.ratio_hidden, n_layers=c.ratio_layers + 1, n_heads=heads,
+        arch=c.ratio_arch, d_model=c.ratio_hidden,
+        n_layers=c.ratio_layers + (not recurrent), n_heads=heads,
         time_conditioning=False, max_param_fraction=None, classifier_steps=c.ratio_steps,
         ratio_steps=c.ratio_steps, noisy_steps=c.ratio_steps, batch_size=c.ratio_batch,
-        lr=min(c.ratio_lr, 1e-3), estimator=c.estimator, space=c.space, val_fraction=0.1,
+        lr=c.ratio_lr if recurrent else min(c.ratio_lr, 1e-3),
+        ema_decay=0.99 if recurrent else 0.999, estimator=c.estimator, space=c.space, val_fraction=0.1,
         mixed_precision="no", seed=seed_i, progress=False)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -818,17 +757,30 @@ def _sample(
 
 
 def _overlap(log_ratio: Callable, cfg: MarkovExperimentConfig, source_val: Tensor,
-             target_rows: Tensor, seed: int) -> dict:
-    """The library's noisy overlap diagnostic of ``log h`` at t = 0.5 (and 0.1)."""
+             target_rows: Tensor, seed: int, denoiser: Callable | None = None,
+             gammas: tuple[float, ...] = (1.0,)) -> dict:
+    """The library's overlap diagnostics of ``log h``.
+
+    ``t0.5``/``t0.1``: whole-sequence overlap of ``log h`` on rows noised at that time
+    (:func:`~gtlkit.training.ratio.noisy_overlap`); with ``denoiser``, ``stepwise`` (at gamma
+    1) and ``stepwise_gamma{g}`` for other ``gammas``: the per-step overlap of the guided reveal
+    steps at noised target rows (:func:`~gtlkit.guidance.diagnostics.stepwise_overlap`).
+    """
+    from gtlkit.guidance.diagnostics import stepwise_overlap
     from gtlkit.processes import MaskedProcess
     from gtlkit.training.ratio import noisy_overlap
 
     process = MaskedProcess(cfg.total_vocab)
-    out = {}
+    out: dict = {}
     for t in (0.5, 0.1):
         rep = noisy_overlap(log_ratio, process, source_val, target_rows, t, seed=seed)
         out[f"t{t:g}"] = {k: rep[k] for k in ("ess_fraction", "ess_fraction_from_target",
                                               "mean_weight", "auroc", "ok", "warning")}
+    if denoiser is not None:
+        for g in gammas:
+            rep = stepwise_overlap(denoiser, log_ratio, target_rows, process, gamma=g,
+                                   generator=_gen(seed, 13))
+            out["stepwise" if g == 1.0 else f"stepwise_gamma{g:g}"] = rep
     return out
 
 
@@ -947,17 +899,23 @@ def results_table(results: dict) -> str:
                          f"{r.get('seconds_mean', math.nan):.1f} | {r['n_seeds']} |")
         over = [e for e in abl if e["ablation"] == "overlap"]
         if over:
-            lines += ["", "Overlap diagnostic of the learned log h (noised at t = 0.5; "
-                      "`ok` is the library's verdict):", "",
+            lines += ["", "Overlap diagnostics of the learned log h: whole sequences noised at "
+                      "t = 0.5 (ESS fraction, mean weight, AUROC, verdict) and per reveal step "
+                      "at noised target rows (10th-percentile ESS fraction, guided mass off "
+                      "the source's support, verdict):", "",
                       "| value | seed | extra-token share (samples / target) | ESS fraction | "
-                      "mean weight | AUROC | ok |", "|---|---|---|---|---|---|---|"]
+                      "mean weight | AUROC | ok | step ESS p10 | off-support mass | step ok |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             for e in over:
                 o = e.get("overlap", {}).get("t0.5", {})
+                g = e["value"].split("gamma=")[-1]
+                st = e.get("overlap", {}).get("stepwise" if g == "1" else f"stepwise_gamma{g}", {})
                 lines.append(
                     f"| {e['value']} | {e['seed']} | {e.get('extra_token_share', math.nan):.3f} / "
                     f"{e.get('target_extra_share', math.nan):.3f} | "
                     f"{_f(o.get('ess_fraction'))} | {_f(o.get('mean_weight'))} | "
-                    f"{_f(o.get('auroc'))} | {o.get('ok')} |")
+                    f"{_f(o.get('auroc'))} | {o.get('ok')} | {_f(st.get('ess_fraction_p10'))} | "
+                    f"{_f(st.get('off_support_mass'))} | {st.get('ok')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -1112,7 +1070,7 @@ def run_markov_experiment(
                 gtl_models[(n, seed)] = log_ratio
                 x, secs = _sample(denoiser, cfg, (seed, n, 4), log_ratio)
                 entry.update(seconds=info["train_seconds"] + secs, ratio=info,
-                             overlap=_overlap(log_ratio, cfg, source_val, xt, seed))
+                             overlap=_overlap(log_ratio, cfg, source_val, xt, seed, denoiser))
                 if cfg.diagnose and cfg.n_extra == 0:
                     xo, _ = _sample(ExactMarkovDenoiser(source, L), cfg, (seed, n, 5), log_ratio)
                     entry["diagnostics"] = {
@@ -1169,7 +1127,7 @@ def ablation_values(name: str, cfg: MarkovExperimentConfig) -> list:
         return ["random", "confidence", "margin", "entropy"]
     if name == "estimator":
         return ["noisy_classifier/recurrent", "noisy_classifier/transformer",
-                "regression/transformer"]
+                "regression/recurrent", "regression/transformer"]
     if name == "space":
         return ["ratio", "poisson", "log"]
     if name == "overlap":
@@ -1207,7 +1165,7 @@ def _run_ablations(cfg: MarkovExperimentConfig, results: dict, out: Path, denois
                                           **{name: value})
                     else:
                         est, arch, space = ((*value.split("/"), cfg.space) if name == "estimator"
-                                            else ("regression", "transformer", value))
+                                            else ("regression", cfg.ratio_arch, value))
                         key = (n, seed, est, arch, space)
                         if key not in fits:
                             if (est, arch) == ("noisy_classifier", "recurrent") and (
@@ -1253,7 +1211,7 @@ def _ablate_overlap(cfg: MarkovExperimentConfig, results: dict, out: Path, sourc
                 _, tgt_o = make_chains(c)
                 xt = tgt_o.sample(n, cfg.seq_len, _gen(cfg.data_seed, seed, 3, int(mass * 1000)))
                 log_ratio, info = fit_gtl(c, source_x, xt, seed)
-                overlap = _overlap(log_ratio, c, source_val, xt, seed)
+                overlap = _overlap(log_ratio, c, source_val, xt, seed, denoiser_o, (1.0, 5.0))
                 for g, value in zip((1.0, 5.0), values, strict=True):
                     if ("overlap", value, n, seed) in done:
                         continue

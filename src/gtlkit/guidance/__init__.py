@@ -1,5 +1,6 @@
 """Guidance: estimators of candidate log-ratios and the wrappers that turn trained nets into them."""
 
+from .diagnostics import stepwise_overlap
 from .estimators import (
     ExactGuidance,
     GuidanceEstimator,
@@ -30,4 +31,5 @@ __all__ = [
     "get_estimator",
     "load_wrapper",
     "resolve_gamma",
+    "stepwise_overlap",
 ]

@@ -45,7 +45,7 @@ from gtlkit.guidance.models import (
     NoisyClassifierRatio,
     RatioNetwork,
 )
-from gtlkit.nn import ScalarNet, TransformerConfig
+from gtlkit.nn import SCALAR_ARCHS, TransformerConfig, build_scalar_net
 from gtlkit.processes import Process
 from gtlkit.training.loop import TrainConfig, train
 
@@ -72,7 +72,10 @@ BALANCES = ("batch", "weighted", "frequency")
 class RatioConfig:
     """Settings of :func:`fit_ratio` (all three networks share the sizes).
 
-    Sizes: ``d_model``, ``n_layers``, ``n_heads``; with ``denoiser_params`` given to
+    Sizes: ``arch`` of the networks' body (``"transformer"``: :class:`~gtlkit.nn.ScalarNet`,
+    mean-pooled backbone + MLP; ``"recurrent"``: :class:`~gtlkit.nn.RecurrentScalarNet`, a
+    bidirectional GRU with a summed per-position readout, which suits sources with local
+    dependence, see ``docs/markov.md``), ``d_model``, ``n_layers``, ``n_heads``; with ``denoiser_params`` given to
     :func:`fit_ratio` they are shrunk until each net has at most ``max_param_fraction`` of the
     denoiser's parameters. ``time_conditioning`` applies to the ratio net and the noisy
     classifier (optional for masked diffusion, where ``h`` does not depend on ``t``; needed for
@@ -89,6 +92,7 @@ class RatioConfig:
     ``t_min``/``t_max`` the range of uniformly drawn times.
     """
 
+    arch: str = "transformer"
     d_model: int = 128
     n_layers: int = 2
     n_heads: int = 4
@@ -117,6 +121,8 @@ class RatioConfig:
     log_every: int = 50
 
     def __post_init__(self) -> None:
+        if self.arch not in SCALAR_ARCHS:
+            raise ValueError(f"arch must be one of {tuple(SCALAR_ARCHS)}, got {self.arch!r}")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
         if self.space not in SPACES:
@@ -250,7 +256,10 @@ def make_net_config(
     time_conditioning: bool,
     max_params: int | None = None,
 ) -> TransformerConfig:
-    """ScalarNet config from ``cfg``, shrunk (width, then depth) to at most ``max_params``."""
+    """Scalar-net config from ``cfg``, shrunk (width, then depth) to at most ``max_params``.
+
+    The parameter count is that of ``cfg.arch``'s network.
+    """
     d, n_layers, heads = cfg.d_model, cfg.n_layers, cfg.n_heads
 
     def build(d: int, n: int) -> TransformerConfig:
@@ -268,14 +277,14 @@ def make_net_config(
     if max_params is None:
         return net_cfg
     min_d = max(heads * 4, 16)
-    while ScalarNet(net_cfg).num_parameters() > max_params:
+    while build_scalar_net(net_cfg, cfg.arch).num_parameters() > max_params:
         if d > min_d:
             d = max(min_d, (d * 3 // 4) // heads * heads)
         elif n_layers > 1:
             n_layers -= 1
         else:
             raise ValueError(
-                f"no ScalarNet with d_model >= {min_d} and one layer fits in "
+                f"no {cfg.arch} scalar net with d_model >= {min_d} and one layer fits in "
                 f"{max_params} parameters"
             )
         net_cfg = build(d, n_layers)
@@ -401,7 +410,7 @@ def train_domain_classifier(
     if net_config.time_conditioning:
         net_config = dataclasses.replace(net_config, time_conditioning=False)
     torch.manual_seed(cfg.seed + 11)
-    net = ScalarNet(net_config)
+    net = build_scalar_net(net_config, cfg.arch)
     n_s, n_t = source.shape[0], target.shape[0]
     tcfg = cfg.train_config(cfg.classifier_steps, seed_offset=1)
     if cfg.balance == "batch":
@@ -468,7 +477,7 @@ def train_noisy_classifier(
     ``prior_log_odds = 0``. Metrics: held-out AUROC at ``eval_times``.
     """
     torch.manual_seed(cfg.seed + 13)
-    net = ScalarNet(net_config)
+    net = build_scalar_net(net_config, cfg.arch)
     target_cpu = target.cpu()
     lo, hi = cfg.t_min, cfg.t_max
 
@@ -542,7 +551,7 @@ def train_ratio_net(
     lo, hi, w = cfg.t_min, cfg.t_max, cfg.cycle_weight
 
     torch.manual_seed(cfg.seed + 12)
-    net = ScalarNet(net_config)
+    net = build_scalar_net(net_config, cfg.arch)
 
     def loss_fn(model, batch, generator):
         x0, lr = batch  # [B, L], [B]
@@ -686,7 +695,7 @@ def fit_ratio(
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "ratio_config.json").write_text(json.dumps(resolved, indent=2))
 
-    metrics: dict = {"net_params": ScalarNet(net_cfg).num_parameters()}
+    metrics: dict = {"net_params": build_scalar_net(net_cfg, cfg.arch).num_parameters()}
     if denoiser_params:
         metrics["param_fraction"] = metrics["net_params"] / denoiser_params
 

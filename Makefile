@@ -1,5 +1,5 @@
 # Two commands matter: `make demo` (the main job on built-in defaults) and `make test`.
-# Both create or reuse .venv, install torch 2.13.0 and gtlkit[dev,hf], then run.
+# Both create or reuse .venv, install torch 2.13.0 and gtlkit[dev], then run.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -30,6 +30,9 @@ def test_exact_ratio_is_a_martingale_and_overlap_ok(pair):
     assert rep["n_states"] > 3000 and len(rep["per_time"]) == 3
     assert 0.0 < rep["ess_fraction_p10"] <= rep["ess_fraction_median"] <= 1.0
     assert rep["off_support_mass"] < 0.05 and rep["ok"] and rep["warning"] is None
+    assert rep["target_off_support"] == 0.0
+    # q_hat is the exact target conditional: it predicts the target's tokens better than p
+    assert rep["target_nll_guided"] < rep["target_nll_source"] - 0.05
     # no guidance: q_hat = p, ESS 1 everywhere
     flat = stepwise_overlap(exact_denoiser(p, proc), lambda z, t: torch.zeros(len(z)), xq, proc)
     assert flat["ess_fraction_p10"] == pytest.approx(1.0)
@@ -58,10 +61,34 @@ def test_target_only_token_is_flagged():
 
     x = torch.full((500, L), 2)
     rep = stepwise_overlap(denoiser, log_ratio, x, proc)
-    assert rep["off_support_mass"] > 0.5 and not rep["ok"]
-    assert "tokens the source model gives" in rep["warning"]
-    benign = stepwise_overlap(denoiser, lambda z, t: torch.zeros(len(z)), x, proc)
-    assert benign["ok"] and benign["off_support_mass"] < 1e-4  # p(2) itself
+    assert rep["off_support_mass"] > 0.5 and rep["target_off_support"] == 1.0 and not rep["ok"]
+    assert "guided mass goes to tokens the source model gives" in rep["warning"]
+    assert rep["target_nll_guided"] < 1.0 < 9.0 < rep["target_nll_source"]
+    # without guidance the sampler puts no mass there, but the target still needs token 2
+    flat = stepwise_overlap(denoiser, lambda z, t: torch.zeros(len(z)), x, proc)
+    assert flat["off_support_mass"] < 1e-4 and not flat["ok"]
+    assert "target's token" in flat["warning"]
+    # a target the source proposes is fine
+    ok = stepwise_overlap(denoiser, lambda z, t: torch.zeros(len(z)), torch.zeros_like(x), proc)
+    assert ok["ok"] and ok["target_off_support"] == 0.0
+
+
+def test_target_mass_outside_the_source_support_is_unreachable():
+    """Exact oracles, source fixes x_0 = 0, target is uniform: 2/3 of the target's x_0 mass is
+    on tokens the source never proposes; Z = q(x_0 = 0 | U) = 1/3 when position 0 is scored."""
+    from gtlkit.oracle import all_sequences
+
+    X = all_sequences(V, L)
+    p = EnumeratedDistribution((X[:, 0] == 0).double(), V, L)
+    q = EnumeratedDistribution(torch.ones(len(X), dtype=torch.float64), V, L)
+    proc = MaskedProcess(V)
+    x = q.sample(2000, torch.Generator().manual_seed(0))
+    rep = stepwise_overlap(exact_denoiser(p, proc), exact_log_ratio(q, p, proc), x, proc,
+                           generator=torch.Generator().manual_seed(1))
+    assert rep["target_off_support"] > 0.1 and not rep["ok"]
+    assert "does not propose" in rep["warning"]
+    assert rep["off_support_mass"] < 1e-6  # guidance cannot put mass where p is exactly 0
+    assert rep["unreachable_mass"] > 0.1 and rep["log_z_mean"] < -0.1
 
 
 def test_bad_inputs():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -198,7 +199,9 @@ def test_summarize_and_table():
 @pytest.mark.timeout(240)
 def test_quick_experiment_end_to_end_and_resume(tmp_path):
     cfg = quick_config(progress=False, ablations=["gamma"])
+    before = copy.deepcopy(cfg)
     res = run_markov_experiment(cfg, tmp_path)
+    assert cfg == before  # research-code defect: a shared config mutated between methods
     for name in ("results.json", "table.md", "config.json", "heatmaps.png", "error_vs_n.png",
                  "ablations.png"):
         assert (tmp_path / name).is_file(), name

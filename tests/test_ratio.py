@@ -24,7 +24,12 @@ from gtlkit.guidance.models import (
 )
 from gtlkit.hub import LoadError
 from gtlkit.nn import RecurrentScalarNet, ScalarNet, TransformerConfig
-from gtlkit.oracle import EnumeratedDistribution, all_sequences, exact_log_ratio
+from gtlkit.oracle import (
+    EnumeratedDistribution,
+    all_sequences,
+    exact_denoiser,
+    exact_log_ratio,
+)
 from gtlkit.processes import MaskedProcess, Process, UniformProcess
 from gtlkit.training.ratio import (
     RatioConfig,
@@ -335,9 +340,10 @@ def test_recurrent_ratio_net_recovers_log_h_and_round_trips(problem, tmp_path):
     cfg = small_fit_config(arch="recurrent", time_conditioning=False, classifier_steps=300,
                            noisy_steps=100, ratio_steps=300)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("error", RuntimeWarning)  # overlapping domains: no warning
         b = fit_ratio(problem["source"], problem["target"][:5000], process, cfg,
-                      out_dir=tmp_path / "run")
+                      out_dir=tmp_path / "run", denoiser=exact_denoiser(problem["p"], process))
+    assert b.metrics["stepwise_overlap"]["ok"] and b.metrics["overlap_warning"] is None
     assert isinstance(b.log_ratio.net, RecurrentScalarNet)
     assert isinstance(b.classifier.net, RecurrentScalarNet)
     assert b.metrics["net_params"] == b.log_ratio.net.num_parameters()
@@ -536,3 +542,9 @@ def test_poor_overlap_is_reported():
         b = fit_ratio(src, tgt, process, cfg)
     assert b.metrics["overlap_warning"] and not b.metrics["overlap"]["ok"]
     assert b.metrics["classifier"]["auroc"] > 0.99
+    # with the source denoiser the per-step reading decides: the target needs tokens at
+    # position 0 that the source never proposes
+    with pytest.warns(RuntimeWarning, match="per reveal step"):
+        b = fit_ratio(src, tgt, process, cfg, denoiser=exact_denoiser(p, process))
+    step = b.metrics["stepwise_overlap"]
+    assert not step["ok"] and step["unreachable_mass"] > 0.1

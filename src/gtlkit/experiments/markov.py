@@ -899,13 +899,14 @@ def results_table(results: dict) -> str:
                          f"{r.get('seconds_mean', math.nan):.1f} | {r['n_seeds']} |")
         over = [e for e in abl if e["ablation"] == "overlap"]
         if over:
-            lines += ["", "Overlap diagnostics of the learned log h: whole sequences noised at "
-                      "t = 0.5 (ESS fraction, mean weight, AUROC, verdict) and per reveal step "
-                      "at noised target rows (10th-percentile ESS fraction, guided mass off "
-                      "the source's support, verdict):", "",
-                      "| value | seed | extra-token share (samples / target) | ESS fraction | "
-                      "mean weight | AUROC | ok | step ESS p10 | off-support mass | step ok |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
+            lines += ["", "Overlap diagnostics: whole sequences noised at t = 0.5 (ESS "
+                      "fraction, mean weight and AUROC of the learned log h, verdict) and per "
+                      "reveal step at noised target rows (share of steps whose target token "
+                      "the source model gives < 1e-3, guided mass on such tokens, 10th-"
+                      "percentile ESS fraction, verdict; gtlkit.guidance.stepwise_overlap):",
+                      "", "| value | seed | extra-token share (samples / target) | ESS fraction "
+                      "| mean weight | AUROC | ok | target off-support | guided off-support | "
+                      "step ESS p10 | step ok |", "|---|---|---|---|---|---|---|---|---|---|---|"]
             for e in over:
                 o = e.get("overlap", {}).get("t0.5", {})
                 g = e["value"].split("gamma=")[-1]
@@ -914,8 +915,9 @@ def results_table(results: dict) -> str:
                     f"| {e['value']} | {e['seed']} | {e.get('extra_token_share', math.nan):.3f} / "
                     f"{e.get('target_extra_share', math.nan):.3f} | "
                     f"{_f(o.get('ess_fraction'))} | {_f(o.get('mean_weight'))} | "
-                    f"{_f(o.get('auroc'))} | {o.get('ok')} | {_f(st.get('ess_fraction_p10'))} | "
-                    f"{_f(st.get('off_support_mass'))} | {st.get('ok')} |")
+                    f"{_f(o.get('auroc'))} | {o.get('ok')} | {_f(st.get('target_off_support'))} "
+                    f"| {_f(st.get('off_support_mass'))} | {_f(st.get('ess_fraction_p10'))} | "
+                    f"{st.get('ok')} |")
     return "\n".join(lines) + "\n"
 
 

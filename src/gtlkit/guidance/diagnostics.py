@@ -1,4 +1,4 @@
-"""Per-step overlap: how hard is each reveal step that guidance has to correct?
+"""Per-step overlap: does the source model propose what each reveal step of the target needs?
 
 The global overlap numbers of :mod:`gtlkit.metrics.overlap` (effective sample size of the ratio
 weights on whole sequences) shrink exponentially with the sequence length, even when every
@@ -8,25 +8,38 @@ planned sampler never importance-samples whole sequences; at each step it draws 
 
     q_hat(v | z) ∝ p(v | z) * exp(gamma * s_v),   s_v = log h(z[l <- v]) - log h(z),
 
-so what matters is how far ``q_hat`` is from the source conditional ``p(. | z)`` at the states
-the guided sampler visits. :func:`stepwise_overlap` measures that on target rows noised at a
-few times (the states a correct guided sampler meets), with the given denoiser and log-ratio:
+so what matters is whether the source conditional ``p(. | z)`` proposes the tokens the target
+needs at the states the guided sampler visits. :func:`stepwise_overlap` measures that on target
+rows noised at a few times (the states a correct guided sampler meets): one masked position
+``l`` per row, whose true target token ``x_l`` is known.
 
+Numbers that need no ratio model (they judge the source model against the target data):
+
+* ``target_off_support``: share of states whose true token has source probability
+  ``p(x_l | z) < off_support`` (default 1e-3). Guidance can only reweight what the source
+  proposes; tokens it gives (almost) no mass must come from the ratio model's extrapolation,
+  and a top-k candidate cut removes them entirely. This is GTL's failure mode (method.md
+  section 4) and decides the verdict.
+* ``target_nll_source``: mean ``-log p(x_l | z)`` of the true tokens.
+
+Numbers of the guided conditionals (they judge the learned ratio as well):
+
+* ``target_nll_guided``: mean ``-log q_hat(x_l | z)``; guidance helps at the step level when it
+  is below ``target_nll_source``.
 * ``ess_fraction``: ``1 / sum_v q_hat(v)^2 / p(v)`` = ``1 / (1 + chi^2(q_hat || p))`` per state,
-  in ``(0, 1]``; reported as median and 10th percentile over states.
-* ``off_support_mass``: mean guided mass on tokens the source conditional gives less than
-  ``off_support`` probability. There the sampler relies on the ratio model alone (and a top-k
-  candidate cut removes them entirely); a large value means the target needs what the source
-  model cannot propose: the failure mode of GTL (method.md section 4).
-* ``log_z``: ``log sum_v p(v | z) h(z[l <- v]) / h(z)``, which is exactly 0 when the denoiser is
-  the source posterior and ``h`` the exact ratio (``h`` is a martingale under the source's
-  reveal process). Its mean and spread measure how inconsistent the learned ``h`` is with the
-  denoiser, independently of overlap.
+  in ``(0, 1]``, as median and 10th percentile: how strongly each step is reweighted.
+* ``off_support_mass``: mean guided mass on tokens with ``p(v | z) < off_support``: how much the
+  sampler relies on the ratio model alone. Also part of the verdict.
+* ``log_z``: ``log Z`` with ``Z = sum_v p(v | z) h(z[l <- v]) / h(z)``. With the exact source
+  posterior and the exact ``h``, ``Z = q(x_l in supp p(. | z) | z)``: exactly 1 under full
+  support (``h`` is a martingale under the source's reveal process), below 1 by the target mass
+  the source cannot propose. ``unreachable_mass`` is the mean of ``max(0, 1 - Z)``. With a
+  learned ``h`` these mix in its calibration error (0.1 to 0.3 on the Markov pair, where the
+  support is full; ``docs/markov.md``), so they are reported, not judged.
 
-Verdict (``ok``): ``off_support_mass <= max_off_support_mass`` (default 0.05) and the 10th
-percentile of ``ess_fraction`` at least ``min_ess_fraction`` (default 0.01, i.e.
-``chi^2 <= 99``: one step in ten reweights its token law by more than a factor 100 in second
-moment). The thresholds are heuristics; the numbers are the diagnostic.
+Verdict (``ok``): ``target_off_support <= max_target_off_support`` and ``off_support_mass <=
+max_off_support_mass`` (both 0.05 by default). The thresholds are heuristics; the numbers are
+the diagnostic.
 """
 
 from __future__ import annotations
@@ -41,6 +54,8 @@ from gtlkit.processes import MaskedProcess
 
 __all__ = ["stepwise_overlap"]
 
+_KEYS = ("ess", "off", "log_z", "nll_p", "nll_q", "tgt_off")
+
 
 @torch.no_grad()
 def stepwise_overlap(
@@ -53,10 +68,10 @@ def stepwise_overlap(
     generator: torch.Generator | None = None,
     batch_size: int = 256,
     off_support: float = 1e-3,
+    max_target_off_support: float = 0.05,
     max_off_support_mass: float = 0.05,
-    min_ess_fraction: float = 0.01,
 ) -> dict:
-    """Per-step overlap of the guided conditionals at noised target states (module docstring).
+    """Per-step overlap of the source and guided conditionals at noised target states.
 
     Args:
         denoiser: ``(x_t LongTensor[B, L], t FloatTensor[B]) -> logits FloatTensor[B, L, V]``.
@@ -68,9 +83,10 @@ def stepwise_overlap(
         gamma: guidance strength used for ``q_hat``.
         generator: CPU generator for the masking and the position choice.
 
-    Returns a dict with ``per_time`` (one dict per time) and the pooled ``ess_fraction_median``,
-    ``ess_fraction_p10``, ``off_support_mass``, ``log_z_mean``, ``log_z_sd``, ``n_states``,
-    ``ok`` and ``warning``.
+    Returns a dict with ``per_time`` (one dict per time) and the pooled numbers of the module
+    docstring (``target_off_support``, ``target_nll_source``, ``target_nll_guided``,
+    ``ess_fraction_median``, ``ess_fraction_p10``, ``off_support_mass``, ``log_z_mean``,
+    ``log_z_sd``, ``unreachable_mass``, ``n_states``), ``ok`` and ``warning``.
     """
     if not isinstance(process, MaskedProcess):
         raise TypeError("stepwise_overlap is defined for masked diffusion (MaskedProcess)")
@@ -80,14 +96,15 @@ def stepwise_overlap(
         raise ValueError(f"target must be a non-empty LongTensor[N, L], got {tuple(target.shape)}")
     if target.min() < 0 or target.max() >= V:
         raise ValueError(f"target rows must hold clean ids in [0, {V})")
+    target = target.cpu()
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     est = ExactGuidance()
     dev = _device_of(denoiser)
     cand = torch.arange(V, device=dev)
-    pooled: dict[str, list[Tensor]] = {"ess": [], "off": [], "log_z": []}
+    pooled: dict[str, list[Tensor]] = {k: [] for k in _KEYS}
     per_time = []
     for tv in times:
-        parts: dict[str, list[Tensor]] = {"ess": [], "off": [], "log_z": []}
+        parts: dict[str, list[Tensor]] = {k: [] for k in _KEYS}
         for start in range(0, len(target), batch_size):
             x0 = target[start : start + batch_size]
             t = torch.full((len(x0),), float(tv))
@@ -96,21 +113,24 @@ def stepwise_overlap(
             keep = masked.any(1)
             if not keep.any():
                 continue
-            z, masked, t = z[keep], masked[keep], t[keep]
+            x0, z, masked, t = x0[keep], z[keep], masked[keep], t[keep]
             n = len(z)
             pos = torch.multinomial(masked.double(), 1, generator=g).squeeze(1)  # [n]
-            z, t, pos = z.to(dev), t.to(dev), pos.to(dev)
-            logits = denoiser(z, t).double()  # [n, L, V]
-            log_p = torch.log_softmax(logits[torch.arange(n, device=dev), pos, :V], -1).cpu()
-            s, _ = est(log_ratio, z, t, torch.arange(n, device=dev), pos, cand.expand(n, V),
-                       with_base=True)
+            true = x0[torch.arange(n), pos]  # [n] the target's token at the scored position
+            zd, td, posd = z.to(dev), t.to(dev), pos.to(dev)
+            rows = torch.arange(n, device=dev)
+            logits = denoiser(zd, td).double()  # [n, L, V]
+            log_p = torch.log_softmax(logits[rows, posd, :V], -1).cpu()  # [n, V]
+            s, _ = est(log_ratio, zd, td, rows, posd, cand.expand(n, V), with_base=True)
             s = s.cpu()  # [n, V]
-            log_z = torch.logsumexp(log_p + s, -1)  # [n]
             log_q = torch.log_softmax(log_p + gamma * s, -1)
-            chi = torch.logsumexp(2 * log_q - log_p, -1)  # log sum q^2 / p
-            parts["ess"].append((-chi).exp())
+            parts["log_z"].append(torch.logsumexp(log_p + s, -1))
+            parts["ess"].append((-torch.logsumexp(2 * log_q - log_p, -1)).exp())
             parts["off"].append((log_q.exp() * (log_p.exp() < off_support)).sum(-1))
-            parts["log_z"].append(log_z)
+            lp_true = log_p.gather(1, true[:, None]).squeeze(1)
+            parts["nll_p"].append(-lp_true)
+            parts["nll_q"].append(-log_q.gather(1, true[:, None]).squeeze(1))
+            parts["tgt_off"].append((lp_true.exp() < off_support).double())
         if not parts["ess"]:
             continue
         cat = {k: torch.cat(v) for k, v in parts.items()}
@@ -122,29 +142,34 @@ def stepwise_overlap(
     out = {"per_time": per_time, **_summary({k: torch.cat(v) for k, v in pooled.items()}),
            "gamma": gamma, "off_support": off_support}
     problems = []
+    if out["target_off_support"] > max_target_off_support:
+        problems.append(f"at {100 * out['target_off_support']:.2g}% of the target's reveal steps "
+                        f"the source model gives the target's token < {off_support:g}")
     if out["off_support_mass"] > max_off_support_mass:
         problems.append(f"{100 * out['off_support_mass']:.2g}% of the guided mass goes to tokens "
                         f"the source model gives < {off_support:g}")
-    if out["ess_fraction_p10"] < min_ess_fraction:
-        problems.append(f"one step in ten has a per-step ESS below {min_ess_fraction:g} "
-                        f"({out['ess_fraction_p10']:.2g})")
     out["ok"] = not problems
     out["warning"] = None if not problems else (
-        "guidance must move the source's reveal steps far from what the source model proposes ("
-        + "; ".join(problems) + "): target-only regions; expect unreliable samples, and do not "
-        "use a top-k candidate cut")
+        "the target needs tokens the source model does not propose (" + "; ".join(problems)
+        + "): guidance then rests on the ratio model's extrapolation; expect unreliable "
+        "samples, and do not use a top-k candidate cut")
     return out
 
 
 def _summary(d: dict[str, Tensor]) -> dict:
-    ess, off, log_z = d["ess"], d["off"], d["log_z"]
+    ess, log_z = d["ess"], d["log_z"]
+    nll_p, nll_q = d["nll_p"].clamp_max(1e4), d["nll_q"].clamp_max(1e4)  # p = 0 exactly: capped
     return {
         "n_states": int(ess.numel()),
+        "target_off_support": float(d["tgt_off"].mean()),
+        "target_nll_source": float(nll_p.mean()),
+        "target_nll_guided": float(nll_q.mean()),
         "ess_fraction_median": float(ess.median()),
         "ess_fraction_p10": float(ess.quantile(0.1)),
-        "off_support_mass": float(off.mean()),
+        "off_support_mass": float(d["off"].mean()),
         "log_z_mean": float(log_z.mean()),
         "log_z_sd": float(log_z.std()) if log_z.numel() > 1 else 0.0,
+        "unreachable_mass": float((1 - log_z.exp()).clamp_min(0).mean()),
     }
 
 

@@ -4,8 +4,9 @@ from gtlkit.experiments.bench import METHODS, _expected_rows, run_sampler_bench,
 
 
 def test_sampler_bench_tiny_grid():
-    rows = run_sampler_bench(lengths=(8,), vocabs=(16,), batch=2, budget_s=5.0, d_den=16,
-                             d_ratio=8, progress=False)
+    rows = run_sampler_bench(
+        lengths=(8,), vocabs=(16,), batch=2, budget_s=5.0, d_den=16, d_ratio=8, progress=False
+    )
     assert [r.method for r in rows] == list(METHODS)
     by = {r.method: r for r in rows}
     assert by["unguided"].ratio_rows_per_sample == 0

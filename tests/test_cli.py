@@ -25,9 +25,24 @@ def test_help_lists_the_commands():
 def test_markov_help_lists_the_issue_flags():
     result = runner.invoke(app, ["experiment", "markov", "--help"], terminal_width=200)
     assert result.exit_code == 0
-    for flag in ("--vocab-size", "--seq-len", "--source-diag", "--target-diag", "--matrix",
-                 "--n-source", "--n-target", "--gamma", "--seeds", "--samples", "--quick",
-                 "--ablation", "--top-k", "--planner", "--estimator", "--out"):
+    for flag in (
+        "--vocab-size",
+        "--seq-len",
+        "--source-diag",
+        "--target-diag",
+        "--matrix",
+        "--n-source",
+        "--n-target",
+        "--gamma",
+        "--seeds",
+        "--samples",
+        "--quick",
+        "--ablation",
+        "--top-k",
+        "--planner",
+        "--estimator",
+        "--out",
+    ):
         assert flag in result.output, flag
 
 
@@ -47,8 +62,9 @@ def test_list_options_accept_repeats_and_commas():
 
 
 def test_bad_setting_is_a_usage_error(tmp_path):
-    result = runner.invoke(app, ["experiment", "markov", "--quick", "--matrix", "banded",
-                                 "--out", str(tmp_path / "r")])
+    result = runner.invoke(
+        app, ["experiment", "markov", "--quick", "--matrix", "banded", "--out", str(tmp_path / "r")]
+    )
     assert result.exit_code != 0
     assert "matrix" in result.output
     assert not (tmp_path / "r" / "results.json").exists()
@@ -57,14 +73,33 @@ def test_bad_setting_is_a_usage_error(tmp_path):
 @pytest.mark.timeout(180)
 def test_quick_markov_from_the_command_line(tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, [
-        "experiment", "markov", "--quick", "--out", str(out), "--n-target", "30",
-        "--seeds", "1", "--samples", "200", "--methods", "source,gtl", "--gamma", "2",
-        "--no-progress"])
+    result = runner.invoke(
+        app,
+        [
+            "experiment",
+            "markov",
+            "--quick",
+            "--out",
+            str(out),
+            "--n-target",
+            "30",
+            "--seeds",
+            "1",
+            "--samples",
+            "200",
+            "--methods",
+            "source,gtl",
+            "--gamma",
+            "2",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     res = json.loads((out / "results.json").read_text())
     assert {(e["n_target"], e["method"], e["seed"]) for e in res["runs"]} == {
-        (0, "source", 1), (30, "gtl", 1)}
+        (0, "source", 1),
+        (30, "gtl", 1),
+    }
     cfg = json.loads((out / "config.json").read_text())["config"]
     assert cfg["gamma"] == 2.0 and cfg["samples"] == 200 and cfg["quick"] is True
     assert (out / "table.md").read_text().count("| gtl |") == 1

@@ -24,8 +24,13 @@ def test_exact_ratio_is_a_martingale_and_overlap_ok(pair):
     """With the exact denoiser and exact h, log sum_v p(v|z) h(z[l<-v]) / h(z) = 0 at every state."""
     p, q, xq = pair
     proc = MaskedProcess(V)
-    rep = stepwise_overlap(exact_denoiser(p, proc), exact_log_ratio(q, p, proc), xq, proc,
-                           generator=torch.Generator().manual_seed(1))
+    rep = stepwise_overlap(
+        exact_denoiser(p, proc),
+        exact_log_ratio(q, p, proc),
+        xq,
+        proc,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert abs(rep["log_z_mean"]) < 1e-9 and rep["log_z_sd"] < 1e-9
     assert rep["n_states"] > 3000 and len(rep["per_time"]) == 3
     assert 0.0 < rep["ess_fraction_p10"] <= rep["ess_fraction_median"] <= 1.0
@@ -38,12 +43,22 @@ def test_exact_ratio_is_a_martingale_and_overlap_ok(pair):
     assert flat["ess_fraction_p10"] == pytest.approx(1.0)
     # a ratio off by a per-state constant is as good (only differences matter) ...
     exact = exact_log_ratio(q, p, proc)
-    shifted = stepwise_overlap(exact_denoiser(p, proc), lambda z, t: exact(z, t) + 3.0, xq, proc,
-                               generator=torch.Generator().manual_seed(1))
+    shifted = stepwise_overlap(
+        exact_denoiser(p, proc),
+        lambda z, t: exact(z, t) + 3.0,
+        xq,
+        proc,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert shifted["log_z_mean"] == pytest.approx(0.0, abs=1e-9)
     # ... but a miscalibrated one (twice the log-ratio) breaks the martingale identity
-    doubled = stepwise_overlap(exact_denoiser(p, proc), lambda z, t: 2 * exact(z, t), xq, proc,
-                               generator=torch.Generator().manual_seed(1))
+    doubled = stepwise_overlap(
+        exact_denoiser(p, proc),
+        lambda z, t: 2 * exact(z, t),
+        xq,
+        proc,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert doubled["log_z_sd"] > 0.05
 
 
@@ -83,8 +98,13 @@ def test_target_mass_outside_the_source_support_is_unreachable():
     q = EnumeratedDistribution(torch.ones(len(X), dtype=torch.float64), V, L)
     proc = MaskedProcess(V)
     x = q.sample(2000, torch.Generator().manual_seed(0))
-    rep = stepwise_overlap(exact_denoiser(p, proc), exact_log_ratio(q, p, proc), x, proc,
-                           generator=torch.Generator().manual_seed(1))
+    rep = stepwise_overlap(
+        exact_denoiser(p, proc),
+        exact_log_ratio(q, p, proc),
+        x,
+        proc,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert rep["target_off_support"] > 0.1 and not rep["ok"]
     assert "does not propose" in rep["warning"]
     assert rep["off_support_mass"] < 1e-6  # guidance cannot put mass where p is exactly 0

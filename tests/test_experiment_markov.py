@@ -93,8 +93,7 @@ def test_exact_oracles_make_the_planned_sampler_sample_the_target():
     source, target = paper_setting()
     den = ExactMarkovDenoiser(source, seq_len=8)
     g = torch.Generator().manual_seed(0)
-    x, _ = sample(den, 3000, 8, 5, log_ratio=ExactLogRatio(target, source), gamma=1.0,
-                  generator=g)
+    x, _ = sample(den, 3000, 8, 5, log_ratio=ExactLogRatio(target, source), gamma=1.0, generator=g)
     from gtlkit.metrics.markov import markov_metrics
 
     guided = markov_metrics(x, target)
@@ -111,8 +110,9 @@ def test_guidance_calibration_of_exact_and_of_constant_ratio():
     assert cal["slope"] == pytest.approx(1.0, abs=1e-5)
     assert cal["resid_sd"] < 1e-4 and cal["cond_kl"] < 1e-8
     assert len(cal["bins"]) == 3
-    flat = guidance_calibration(lambda x, t: torch.zeros(x.shape[0]), source, target, 8,
-                                n_rows=200, seed=0)
+    flat = guidance_calibration(
+        lambda x, t: torch.zeros(x.shape[0]), source, target, 8, n_rows=200, seed=0
+    )
     assert flat["slope"] == 0.0 and flat["cond_kl"] > 0.1
 
 
@@ -121,14 +121,17 @@ def test_guidance_calibration_of_exact_and_of_constant_ratio():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"matrix": "banded"}, "matrix"),
-    ({"n_target": [1]}, "n_target"),
-    ({"ratio_arch": "lstm"}, "ratio_arch"),
-    ({"methods": ["gtl", "oracle"]}, "methods"),
-    ({"ablations": ["everything"]}, "ablations"),
-    ({"target_diag": 1.5}, "target_diag"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"matrix": "banded"}, "matrix"),
+        ({"n_target": [1]}, "n_target"),
+        ({"ratio_arch": "lstm"}, "ratio_arch"),
+        ({"methods": ["gtl", "oracle"]}, "methods"),
+        ({"ablations": ["everything"]}, "ablations"),
+        ({"target_diag": 1.5}, "target_diag"),
+    ],
+)
 def test_config_rejects_bad_settings(bad, match):
     with pytest.raises(ValueError, match=match):
         MarkovExperimentConfig(**bad)
@@ -146,8 +149,9 @@ def test_config_round_trip_and_fingerprint():
 
 
 def test_baseline_budget_covers_twice_the_source_epochs():
-    cfg = MarkovExperimentConfig(source_steps=1000, batch_size=256, n_source=1000,
-                                 baseline_batch_size=128)
+    cfg = MarkovExperimentConfig(
+        source_steps=1000, batch_size=256, n_source=1000, baseline_batch_size=128
+    )
     # source: 256 epochs; twice that over 800 rows at batch 128 is 3200 steps
     assert baseline_budget(cfg, 800) == 3200
     assert baseline_budget(cfg, 10) == 1000  # never below the source's step count
@@ -159,8 +163,14 @@ def test_train_baseline_returns_its_best_held_out_weights():
     from gtlkit.training.denoiser import evaluate_nelbo
 
     source, target = paper_setting()
-    cfg = quick_config(seq_len=8, d_model=16, baseline_max_steps=60, eval_every=10,
-                       patience_steps=20, progress=False)
+    cfg = quick_config(
+        seq_len=8,
+        d_model=16,
+        baseline_max_steps=60,
+        eval_every=10,
+        patience_steps=20,
+        progress=False,
+    )
     xt = target.sample(30, 8, torch.Generator().manual_seed(0))
     model, info = train_baseline(cfg, xt, seed=0)
     hist = info["val_history"]
@@ -174,15 +184,28 @@ def test_train_baseline_returns_its_best_held_out_weights():
 
     _, val = _split(xt, cfg.val_fraction, _gen(0, 30, 1))
     repeats = math.ceil(1024 / len(val))
-    again = evaluate_nelbo(model, MaskedProcess(5), val, batch_size=1024, repeats=repeats,
-                           seed=_seed_int(0, 3))["nelbo_per_token"]
+    again = evaluate_nelbo(
+        model, MaskedProcess(5), val, batch_size=1024, repeats=repeats, seed=_seed_int(0, 3)
+    )["nelbo_per_token"]
     assert again == pytest.approx(info["best_val_nelbo"], rel=1e-5)
 
 
 def test_summarize_and_table():
-    runs = [{"n_target": 20, "method": "gtl", "seed": s, "mean_abs_error": v, "max_abs_error": 0.1,
-             "mean_diag": 0.7, "kl": 0.01, "target_loglik": -20.0, "source_loglik": -40.0,
-             "seconds": 1.0} for s, v in enumerate([0.02, 0.04])]
+    runs = [
+        {
+            "n_target": 20,
+            "method": "gtl",
+            "seed": s,
+            "mean_abs_error": v,
+            "max_abs_error": 0.1,
+            "mean_diag": 0.7,
+            "kl": 0.01,
+            "target_loglik": -20.0,
+            "source_loglik": -40.0,
+            "seconds": 1.0,
+        }
+        for s, v in enumerate([0.02, 0.04])
+    ]
     (row,) = summarize(runs)
     assert row["mean_abs_error_mean"] == pytest.approx(0.03)
     assert row["mean_abs_error_std"] == pytest.approx(math.sqrt(2) * 0.01)
@@ -202,13 +225,23 @@ def test_quick_experiment_end_to_end_and_resume(tmp_path):
     before = copy.deepcopy(cfg)
     res = run_markov_experiment(cfg, tmp_path)
     assert cfg == before  # research-code defect: a shared config mutated between methods
-    for name in ("results.json", "table.md", "config.json", "heatmaps.png", "error_vs_n.png",
-                 "ablations.png"):
+    for name in (
+        "results.json",
+        "table.md",
+        "config.json",
+        "heatmaps.png",
+        "error_vs_n.png",
+        "ablations.png",
+    ):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "results.json").read_text())
     runs = saved["runs"]
     assert {(e["n_target"], e["method"], e["seed"]) for e in runs} == {
-        (0, "source", 0), (100, "target_only", 0), (100, "finetuned", 0), (100, "gtl", 0)}
+        (0, "source", 0),
+        (100, "target_only", 0),
+        (100, "finetuned", 0),
+        (100, "gtl", 0),
+    }
     for e in runs:
         assert set(RESULT_KEYS) <= set(e), e.keys()
         assert 0.0 <= e["mean_abs_error"] <= e["max_abs_error"] <= 1.0
@@ -221,7 +254,13 @@ def test_quick_experiment_end_to_end_and_resume(tmp_path):
     step = by["gtl"]["overlap"]["stepwise"]
     assert 0 < step["ess_fraction_p10"] <= 1 and 0 <= step["off_support_mass"] <= 1
     assert len(saved["ablations"]) == 6 and {e["value"] for e in saved["ablations"]} == {
-        0.0, 0.5, 1.0, 2.0, 3.0, 5.0}
+        0.0,
+        0.5,
+        1.0,
+        2.0,
+        3.0,
+        5.0,
+    }
     assert json.loads((tmp_path / "config.json").read_text())["config"]["quick"] is True
     # resuming recomputes nothing
     again = run_markov_experiment(cfg, tmp_path)

@@ -119,8 +119,10 @@ def test_continuous_nelbo_equals_exact_nll_with_exact_denoiser(dist, data, kind,
         values = nelbo(den, process, x0, gen, time_sampling=sampling)
         assert values.shape == (n,) and torch.isfinite(values).all()
         gap, se = gap_stats(values, nll)
-        print(f"\n{kind} {schedule} t~{sampling}: NELBO - NLL = {gap:+.4f} +- {se:.4f} nats "
-              f"(exact NLL {float(nll.mean()):.4f})")
+        print(
+            f"\n{kind} {schedule} t~{sampling}: NELBO - NLL = {gap:+.4f} +- {se:.4f} nats "
+            f"(exact NLL {float(nll.mean()):.4f})"
+        )
         assert abs(gap) < 4 * se + 1e-3, (kind, schedule, sampling, gap, se)
         assert se < (0.05 if kind == "masked" else 0.1)  # the check has teeth
 

@@ -140,8 +140,11 @@ def test_empirical_transitions_and_initial_match_the_chain():
     chain = _random_chain(4, 5)
     x = chain.sample(4000, 30, _gen(11))  # 116k transitions, ~29k per row
     counts = torch.zeros(4, 4, dtype=torch.float64)
-    counts.index_put_((x[:, :-1].flatten(), x[:, 1:].flatten()),
-                      torch.ones(x[:, 1:].numel(), dtype=torch.float64), accumulate=True)
+    counts.index_put_(
+        (x[:, :-1].flatten(), x[:, 1:].flatten()),
+        torch.ones(x[:, 1:].numel(), dtype=torch.float64),
+        accumulate=True,
+    )
     est = counts / counts.sum(-1, keepdim=True)
     assert (est - chain.transition).abs().max() < 0.015
     first = torch.bincount(x[:, 0], minlength=4).double() / 4000
@@ -153,10 +156,13 @@ def test_log_likelihood_by_hand():
     pi0 = torch.tensor([0.2, 0.5, 0.3])
     chain = MarkovChain(P, pi0)
     x = torch.tensor([[0, 2, 1], [1, 1, 1]])
-    expected = torch.tensor([
-        math.log(0.2) + math.log(0.2) + math.log(0.4),
-        math.log(0.5) + 2 * math.log(0.6),
-    ], dtype=torch.float64)
+    expected = torch.tensor(
+        [
+            math.log(0.2) + math.log(0.2) + math.log(0.4),
+            math.log(0.5) + 2 * math.log(0.6),
+        ],
+        dtype=torch.float64,
+    )
     ll = chain.log_likelihood(x)
     assert ll.dtype == torch.float64
     assert torch.allclose(ll, expected, atol=1e-12)

@@ -251,9 +251,13 @@ def test_overlap_passes_for_overlapping_gaussians():
     assert rep.ess_fraction == pytest.approx(math.exp(-(mu**2)), abs=0.03)
     assert rep.ess_fraction_from_target == pytest.approx(math.exp(-(mu**2)), abs=0.03)
     assert rep.mean_weight == pytest.approx(1.0, abs=0.03)
-    assert rep.auroc == pytest.approx(_pairwise_auroc(
-        torch.cat([mu * xs[:500], mu * xt[:500]]),
-        torch.cat([torch.zeros(500), torch.ones(500)])), abs=0.05)
+    assert rep.auroc == pytest.approx(
+        _pairwise_auroc(
+            torch.cat([mu * xs[:500], mu * xt[:500]]),
+            torch.cat([torch.zeros(500), torch.ones(500)]),
+        ),
+        abs=0.05,
+    )
     assert isinstance(rep.to_dict(), dict)
 
 

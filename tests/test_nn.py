@@ -225,8 +225,15 @@ def test_bert_base_sized_denoiser():
 
 
 def _rnn_config(**kw) -> TransformerConfig:
-    base = dict(vocab_size=4, seq_len=6, d_model=8, n_layers=1, n_heads=1,
-                time_conditioning=False, cond_dim=8)
+    base = dict(
+        vocab_size=4,
+        seq_len=6,
+        d_model=8,
+        n_layers=1,
+        n_heads=1,
+        time_conditioning=False,
+        cond_dim=8,
+    )
     return TransformerConfig(**{**base, **kw})
 
 

@@ -337,12 +337,23 @@ def test_recurrent_ratio_net_recovers_log_h_and_round_trips(problem, tmp_path):
     """arch="recurrent" runs through every stage of fit_ratio and learns log h (ratio space)."""
     process = MaskedProcess(V)
     base = zero_baseline(problem, process)
-    cfg = small_fit_config(arch="recurrent", time_conditioning=False, classifier_steps=300,
-                           noisy_steps=100, ratio_steps=300)
+    cfg = small_fit_config(
+        arch="recurrent",
+        time_conditioning=False,
+        classifier_steps=300,
+        noisy_steps=100,
+        ratio_steps=300,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # overlapping domains: no warning
-        b = fit_ratio(problem["source"], problem["target"][:5000], process, cfg,
-                      out_dir=tmp_path / "run", denoiser=exact_denoiser(problem["p"], process))
+        b = fit_ratio(
+            problem["source"],
+            problem["target"][:5000],
+            process,
+            cfg,
+            out_dir=tmp_path / "run",
+            denoiser=exact_denoiser(problem["p"], process),
+        )
     assert b.metrics["stepwise_overlap"]["ok"] and b.metrics["overlap_warning"] is None
     assert isinstance(b.log_ratio.net, RecurrentScalarNet)
     assert isinstance(b.classifier.net, RecurrentScalarNet)
@@ -518,8 +529,13 @@ def test_parameter_budget_and_input_validation(problem):
         fit_ratio(torch.full((10, L), V), problem["target"][:10], process, small_fit_config())
     with pytest.raises(ValueError, match="lengths differ"):
         fit_ratio(problem["source"][:10], problem["target"][:10, :3], process, small_fit_config())
-    for bad in ({"space": "kl"}, {"estimator": "x"}, {"balance": "y"}, {"val_fraction": 1.0},
-                {"arch": "lstm"}):
+    for bad in (
+        {"space": "kl"},
+        {"estimator": "x"},
+        {"balance": "y"},
+        {"val_fraction": 1.0},
+        {"arch": "lstm"},
+    ):
         with pytest.raises(ValueError):
             RatioConfig(**bad)
     assert RatioConfig.from_dict(cfg.to_dict()) == cfg

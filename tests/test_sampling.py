@@ -54,8 +54,17 @@ def test_planned_guided_sampler_reproduces_target(problem, planner):
     p, q = problem
     den, lr = masked_oracles(p, q)
     n = 100_000
-    x, stats = sample(den, n, L, V, log_ratio=lr, gamma=1.0, planner=planner,
-                      generator=torch.Generator().manual_seed(1), batch_size=n)
+    x, stats = sample(
+        den,
+        n,
+        L,
+        V,
+        log_ratio=lr,
+        gamma=1.0,
+        planner=planner,
+        generator=torch.Generator().manual_seed(1),
+        batch_size=n,
+    )
     tv = empirical_tv(x, q.probs, V)
     assert tv < 0.02, f"planner {planner}: TV(samples, q) = {tv:.4f}"
     assert tv < 2.0 * tv_noise(n, q.probs)
@@ -67,10 +76,14 @@ def test_gamma_zero_and_unguided_reproduce_source(problem):
     p, q = problem
     den, lr = masked_oracles(p, q)
     n = 100_000
-    for kwargs in ({"log_ratio": lr, "gamma": 0.0}, {"log_ratio": None},
-                   {"log_ratio": lr, "gamma": lambda t: torch.zeros_like(t)}):
-        x, stats = sample(den, n, L, V, generator=torch.Generator().manual_seed(2),
-                          batch_size=n, **kwargs)
+    for kwargs in (
+        {"log_ratio": lr, "gamma": 0.0},
+        {"log_ratio": None},
+        {"log_ratio": lr, "gamma": lambda t: torch.zeros_like(t)},
+    ):
+        x, stats = sample(
+            den, n, L, V, generator=torch.Generator().manual_seed(2), batch_size=n, **kwargs
+        )
         assert empirical_tv(x, p.probs, V) < 0.02
         assert stats["ratio_rows"] == 0
 
@@ -79,10 +92,28 @@ def test_ancestral_sampler_exact_only_in_small_step_limit(problem):
     p, q = problem
     den, lr = masked_oracles(p, q)
     n = 30_000
-    fine, _ = sample(den, n, L, V, log_ratio=lr, sampler="ancestral", steps=64,
-                     generator=torch.Generator().manual_seed(3), batch_size=n)
-    coarse, _ = sample(den, n, L, V, log_ratio=lr, sampler="ancestral", steps=2,
-                       generator=torch.Generator().manual_seed(3), batch_size=n)
+    fine, _ = sample(
+        den,
+        n,
+        L,
+        V,
+        log_ratio=lr,
+        sampler="ancestral",
+        steps=64,
+        generator=torch.Generator().manual_seed(3),
+        batch_size=n,
+    )
+    coarse, _ = sample(
+        den,
+        n,
+        L,
+        V,
+        log_ratio=lr,
+        sampler="ancestral",
+        steps=2,
+        generator=torch.Generator().manual_seed(3),
+        batch_size=n,
+    )
     tv_fine = empirical_tv(fine, q.probs, V)
     tv_coarse = empirical_tv(coarse, q.probs, V)
     assert tv_fine < 0.03, tv_fine
@@ -109,15 +140,35 @@ def test_ctmc_uniform_noise_guided_sampler_approaches_target(problem):
     proc = UniformProcess(V)
     den, lr = exact_denoiser(p, proc), exact_log_ratio(q, p, proc)
     n = 10_000
-    x, stats = sample(den, n, L, V, log_ratio=lr, process=proc, sampler="ctmc", steps=64,
-                      generator=torch.Generator().manual_seed(7), batch_size=n)
+    x, stats = sample(
+        den,
+        n,
+        L,
+        V,
+        log_ratio=lr,
+        process=proc,
+        sampler="ctmc",
+        steps=64,
+        generator=torch.Generator().manual_seed(7),
+        batch_size=n,
+    )
     tv = empirical_tv(x, q.probs, V)
     assert tv < 0.045, tv  # sampling noise at n = 10,000 is about 0.03
     assert empirical_tv(x, p.probs, V) > 0.3
     # exact guided rates: every position, every other token, plus the base row, every step
     assert stats["ratio_rows"] == 64 * n * (L * (V - 1) + 1)
-    x0, _ = sample(den, n, L, V, process=proc, sampler="ctmc", steps=64, method="euler",
-                   generator=torch.Generator().manual_seed(8), batch_size=n)
+    x0, _ = sample(
+        den,
+        n,
+        L,
+        V,
+        process=proc,
+        sampler="ctmc",
+        steps=64,
+        method="euler",
+        generator=torch.Generator().manual_seed(8),
+        batch_size=n,
+    )
     assert empirical_tv(x0, p.probs, V) < 0.045
 
 
@@ -155,8 +206,17 @@ def test_top_k_sampler_matches_its_exact_law(problem, k):
     law = _exact_left_to_right_law(den, lr, k)
     assert abs(float(law.sum()) - 1) < 1e-9
     n = 50_000
-    x, stats = sample(den, n, L, V, log_ratio=lr, top_k=k, planner=_left_to_right,
-                      generator=torch.Generator().manual_seed(9), batch_size=n)
+    x, stats = sample(
+        den,
+        n,
+        L,
+        V,
+        log_ratio=lr,
+        top_k=k,
+        planner=_left_to_right,
+        generator=torch.Generator().manual_seed(9),
+        batch_size=n,
+    )
     assert empirical_tv(x, law, V) < 0.025
     assert stats["ratio_rows"] == n * L * k
     pruning_error = 0.5 * float((law - q.probs).abs().sum())
@@ -170,14 +230,32 @@ def test_cost_counters_follow_the_formulas(problem):
     p, q = problem
     den, lr = masked_oracles(p, q)
     n = 64
-    _, s = sample(den, n, L, V, log_ratio=lr, generator=torch.Generator().manual_seed(0),
-                  batch_size=32)
+    _, s = sample(
+        den, n, L, V, log_ratio=lr, generator=torch.Generator().manual_seed(0), batch_size=32
+    )
     assert s["ratio_rows"] == n * L * V and s["denoiser_calls"] == 2 * L and s["steps"] == 2 * L
-    _, s = sample(den, n, L, V, log_ratio=lr, top_k=2, positions_per_step=2,
-                  generator=torch.Generator().manual_seed(0), batch_size=n)
+    _, s = sample(
+        den,
+        n,
+        L,
+        V,
+        log_ratio=lr,
+        top_k=2,
+        positions_per_step=2,
+        generator=torch.Generator().manual_seed(0),
+        batch_size=n,
+    )
     assert s["ratio_rows"] == n * L * 2 and s["denoiser_calls"] == L // 2
-    _, s = sample(den, n, L, V, log_ratio=lr, positions_per_step=3,
-                  generator=torch.Generator().manual_seed(0), batch_size=n)
+    _, s = sample(
+        den,
+        n,
+        L,
+        V,
+        log_ratio=lr,
+        positions_per_step=3,
+        generator=torch.Generator().manual_seed(0),
+        batch_size=n,
+    )
     assert s["denoiser_calls"] == math.ceil(L / 3) and s["ratio_rows"] == n * L * V
 
 
@@ -212,8 +290,16 @@ def test_taylor_guided_sampling_runs_and_moves_toward_high_ratio():
     w[:, 0] = 2.0  # the ratio favours token 0 everywhere
     lr = _linear_log_ratio(w)
     den = lambda x, t: torch.zeros(*x.shape, V)  # noqa: E731  uniform denoiser
-    x, s = sample(den, 2000, L, V, log_ratio=lr, guidance="taylor",
-                  generator=torch.Generator().manual_seed(0), batch_size=2000)
+    x, s = sample(
+        den,
+        2000,
+        L,
+        V,
+        log_ratio=lr,
+        guidance="taylor",
+        generator=torch.Generator().manual_seed(0),
+        batch_size=2000,
+    )
     share = float((x == 0).double().mean())
     expected = math.exp(2) / (math.exp(2) + 2)
     assert abs(share - expected) < 0.03
@@ -232,8 +318,18 @@ def test_revealed_tokens_never_change_and_no_mask_remains(problem):
         def record(step, xs, seen=seen):
             seen.append(xs.clone())
 
-        x, _ = sample(den, 500, L, V, log_ratio=lr, sampler=sampler, x_init=x_init,
-                      generator=torch.Generator().manual_seed(0), callback=record, **kw)
+        x, _ = sample(
+            den,
+            500,
+            L,
+            V,
+            log_ratio=lr,
+            sampler=sampler,
+            x_init=x_init,
+            generator=torch.Generator().manual_seed(0),
+            callback=record,
+            **kw,
+        )
         assert (x[:, 1] == 2).all() and (x[::2, 3] == 0).all()
         assert (x < V).all()
         for before, after in itertools.pairwise(seen):
@@ -245,12 +341,33 @@ def test_same_seed_same_samples_different_seed_different(problem):
     p, q = problem
     den, lr = masked_oracles(p, q)
     for sampler in ("planned", "ancestral"):
-        a, _ = sample(den, 200, L, V, log_ratio=lr, sampler=sampler,
-                      generator=torch.Generator().manual_seed(11))
-        b, _ = sample(den, 200, L, V, log_ratio=lr, sampler=sampler,
-                      generator=torch.Generator().manual_seed(11))
-        c, _ = sample(den, 200, L, V, log_ratio=lr, sampler=sampler,
-                      generator=torch.Generator().manual_seed(12))
+        a, _ = sample(
+            den,
+            200,
+            L,
+            V,
+            log_ratio=lr,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(11),
+        )
+        b, _ = sample(
+            den,
+            200,
+            L,
+            V,
+            log_ratio=lr,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(11),
+        )
+        c, _ = sample(
+            den,
+            200,
+            L,
+            V,
+            log_ratio=lr,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(12),
+        )
         assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -259,8 +376,14 @@ def test_random_planner_chooses_per_sequence_not_per_batch(problem):
     p, _ = problem
     den = exact_denoiser(p, MaskedProcess(V))
     first = []
-    sample(den, 256, L, V, generator=torch.Generator().manual_seed(0),
-           callback=lambda step, xs: first.append(xs.clone()) if step == 1 else None)
+    sample(
+        den,
+        256,
+        L,
+        V,
+        generator=torch.Generator().manual_seed(0),
+        callback=lambda step, xs: first.append(xs.clone()) if step == 1 else None,
+    )
     revealed_pos = (first[0] != V).float().argmax(1)
     assert len(torch.unique(revealed_pos)) == L
 
@@ -332,11 +455,13 @@ def test_top_k_candidates_come_from_the_denoiser_alone():
     lr = _linear_log_ratio(w)
     logits = torch.tensor([-3.0, 0.0, -1.0])
     den = lambda x, t: logits.expand(*x.shape, V)  # noqa: E731
-    x, _ = sample(den, 500, L, V, log_ratio=lr, gamma=5.0, top_k=2,
-                  generator=torch.Generator().manual_seed(0))
+    x, _ = sample(
+        den, 500, L, V, log_ratio=lr, gamma=5.0, top_k=2, generator=torch.Generator().manual_seed(0)
+    )
     assert not (x == 0).any()
-    x_all, _ = sample(den, 500, L, V, log_ratio=lr, gamma=5.0,
-                      generator=torch.Generator().manual_seed(0))
+    x_all, _ = sample(
+        den, 500, L, V, log_ratio=lr, gamma=5.0, generator=torch.Generator().manual_seed(0)
+    )
     assert (x_all == 0).double().mean() > 0.99
 
 
@@ -350,8 +475,17 @@ def test_samplers_run_on_cuda_deterministically():
     rat = ScalarNet(cfg).to(dev).eval()
     for kw in ({"top_k": 8}, {"guidance": "taylor"}, {"sampler": "ancestral", "steps": 8}):
         runs = [
-            sample(den, 32, 16, 50, log_ratio=rat, gamma=2.0, device=dev,
-                   generator=torch.Generator(device=dev).manual_seed(0), **kw)[0]
+            sample(
+                den,
+                32,
+                16,
+                50,
+                log_ratio=rat,
+                gamma=2.0,
+                device=dev,
+                generator=torch.Generator(device=dev).manual_seed(0),
+                **kw,
+            )[0]
             for _ in range(2)
         ]
         assert runs[0].device.type == "cuda"
@@ -364,8 +498,9 @@ def test_unguided_planned_sampler_reproduces_source_for_every_planner(problem, p
     p, _ = problem
     den = exact_denoiser(p, MaskedProcess(V))
     n = 50_000
-    x, _ = sample(den, n, L, V, planner=planner, generator=torch.Generator().manual_seed(21),
-                  batch_size=n)
+    x, _ = sample(
+        den, n, L, V, planner=planner, generator=torch.Generator().manual_seed(21), batch_size=n
+    )
     assert empirical_tv(x, p.probs, V) < 0.025
 
 
@@ -373,12 +508,28 @@ def test_unguided_ancestral_sampler_with_many_steps_reproduces_source(problem):
     p, _ = problem
     den = exact_denoiser(p, MaskedProcess(V))
     n = 30_000
-    x, stats = sample(den, n, L, V, sampler="ancestral", steps=64,
-                      generator=torch.Generator().manual_seed(22), batch_size=n)
+    x, stats = sample(
+        den,
+        n,
+        L,
+        V,
+        sampler="ancestral",
+        steps=64,
+        generator=torch.Generator().manual_seed(22),
+        batch_size=n,
+    )
     assert empirical_tv(x, p.probs, V) < 0.03
     # the denoiser is only called again after something changed: with batches of 2 sequences
     # and L = 4 positions over 64 steps most steps reveal nothing
-    _, small = sample(den, 64, L, V, sampler="ancestral", steps=64, batch_size=2,
-                      generator=torch.Generator().manual_seed(23))
+    _, small = sample(
+        den,
+        64,
+        L,
+        V,
+        sampler="ancestral",
+        steps=64,
+        batch_size=2,
+        generator=torch.Generator().manual_seed(23),
+    )
     assert small["steps"] <= 32 * 64
     assert small["denoiser_calls"] <= 32 * (2 * L + 1)

@@ -416,9 +416,11 @@ def test_train_denoiser_beats_uniform_baseline(tmp_path):
     vals = [h for h in res.history if h["kind"] == "val"]
     assert [h["step"] for h in vals] == [150, 300]
     final = vals[-1]
-    print(f"\ntrained denoiser: NELBO/token {final['nelbo_per_token']:.4f} +- "
-          f"{final['nelbo_per_token_se']:.4f}; uniform model {math.log(4):.4f}; true NLL/token "
-          f"{entropy:.4f}")
+    print(
+        f"\ntrained denoiser: NELBO/token {final['nelbo_per_token']:.4f} +- "
+        f"{final['nelbo_per_token_se']:.4f}; uniform model {math.log(4):.4f}; true NLL/token "
+        f"{entropy:.4f}"
+    )
     # clearly better than the uniform model (log 4 = 1.386 nats/token) ...
     assert final["nelbo_per_token"] < math.log(4) - 0.4, final
     # ... and still an upper bound on the true NLL (up to Monte-Carlo error)

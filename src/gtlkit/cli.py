@@ -58,49 +58,69 @@ def _print_table(results: dict, out: Path) -> None:
 
 @experiment_app.command("markov")
 def markov(
-    out: Annotated[Path, typer.Option(help="Output directory (resumed if it holds results).")] = Path(
-        "runs/markov"),
+    out: Annotated[
+        Path, typer.Option(help="Output directory (resumed if it holds results).")
+    ] = Path("runs/markov"),
     vocab_size: Annotated[int | None, typer.Option(help="Number of states V.")] = None,
     seq_len: Annotated[int | None, typer.Option(help="Sequence length L.")] = None,
     source_diag: Annotated[float | None, typer.Option(help="Source matrix diagonal.")] = None,
     target_diag: Annotated[float | None, typer.Option(help="Target matrix diagonal.")] = None,
-    matrix: Annotated[str | None, typer.Option(
-        help="Target matrix family: diagonal, anti-diagonal or dirichlet.")] = None,
-    source_matrix: Annotated[str | None, typer.Option(
-        help="Source matrix family (default diagonal).")] = None,
+    matrix: Annotated[
+        str | None, typer.Option(help="Target matrix family: diagonal, anti-diagonal or dirichlet.")
+    ] = None,
+    source_matrix: Annotated[
+        str | None, typer.Option(help="Source matrix family (default diagonal).")
+    ] = None,
     n_source: Annotated[int | None, typer.Option(help="Number of source sequences.")] = None,
-    n_target: Annotated[list[str] | None, typer.Option(
-        help="Target-set sizes: repeat the flag or give a comma list (1000,100,20).")] = None,
-    seeds: Annotated[list[str] | None, typer.Option(
-        help="Seeds: repeat the flag or give a comma list (0,1,2).")] = None,
+    n_target: Annotated[
+        list[str] | None,
+        typer.Option(help="Target-set sizes: repeat the flag or give a comma list (1000,100,20)."),
+    ] = None,
+    seeds: Annotated[
+        list[str] | None, typer.Option(help="Seeds: repeat the flag or give a comma list (0,1,2).")
+    ] = None,
     samples: Annotated[int | None, typer.Option(help="Generated sequences per method.")] = None,
     gamma: Annotated[float | None, typer.Option(help="Guidance strength of GTL.")] = None,
     top_k: Annotated[int | None, typer.Option(help="Candidate tokens per position (GTL).")] = None,
-    planner: Annotated[str | None, typer.Option(
-        help="Planner: random, confidence, margin or entropy.")] = None,
-    estimator: Annotated[str | None, typer.Option(
-        help="log h estimator: noisy_classifier or regression.")] = None,
-    ratio_arch: Annotated[str | None, typer.Option(
-        help="Ratio network body: recurrent or transformer.")] = None,
-    space: Annotated[str | None, typer.Option(
-        help="Regression space: ratio, poisson or log.")] = None,
-    methods: Annotated[list[str] | None, typer.Option(
-        help="Subset of source,target_only,finetuned,gtl.")] = None,
-    ablation: Annotated[list[str] | None, typer.Option(
-        help="Ablations (repeat or comma list): gamma, top_k, planner, estimator, space, "
-             "overlap.")] = None,
-    ablation_n: Annotated[list[str] | None, typer.Option(
-        help="Target-set sizes for the ablations (default: all).")] = None,
+    planner: Annotated[
+        str | None, typer.Option(help="Planner: random, confidence, margin or entropy.")
+    ] = None,
+    estimator: Annotated[
+        str | None, typer.Option(help="log h estimator: noisy_classifier or regression.")
+    ] = None,
+    ratio_arch: Annotated[
+        str | None, typer.Option(help="Ratio network body: recurrent or transformer.")
+    ] = None,
+    space: Annotated[
+        str | None, typer.Option(help="Regression space: ratio, poisson or log.")
+    ] = None,
+    methods: Annotated[
+        list[str] | None, typer.Option(help="Subset of source,target_only,finetuned,gtl.")
+    ] = None,
+    ablation: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Ablations (repeat or comma list): gamma, top_k, planner, estimator, space, "
+            "overlap."
+        ),
+    ] = None,
+    ablation_n: Annotated[
+        list[str] | None, typer.Option(help="Target-set sizes for the ablations (default: all).")
+    ] = None,
     n_extra: Annotated[int | None, typer.Option(help="Target-only states (overlap knob).")] = None,
-    extra_mass: Annotated[float | None, typer.Option(
-        help="Probability of an extra state per position.")] = None,
+    extra_mass: Annotated[
+        float | None, typer.Option(help="Probability of an extra state per position.")
+    ] = None,
     source_steps: Annotated[int | None, typer.Option(help="Source training steps.")] = None,
     ratio_steps: Annotated[int | None, typer.Option(help="Ratio network training steps.")] = None,
-    config: Annotated[Path | None, typer.Option(
-        help="JSON file of MarkovExperimentConfig fields (flags override it).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="JSON file of MarkovExperimentConfig fields (flags override it)."),
+    ] = None,
     quick: Annotated[bool, typer.Option(help="Small, fast settings (smoke test).")] = False,
-    diagnose: Annotated[bool | None, typer.Option(
-        "--diagnose/--no-diagnose", help="Exact-oracle diagnostics.")] = None,
+    diagnose: Annotated[
+        bool | None, typer.Option("--diagnose/--no-diagnose", help="Exact-oracle diagnostics.")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
 ) -> None:
     """The synthetic Markov-chain transfer experiment: target-only, fine-tuned and GTL."""
@@ -115,14 +135,29 @@ def markov(
         base = json.loads(Path(config).read_text())
         base = base.get("config", base)  # accept a saved config.json too
     flags = {
-        "vocab_size": vocab_size, "seq_len": seq_len, "source_diag": source_diag,
-        "target_diag": target_diag, "matrix": matrix, "source_matrix": source_matrix,
-        "n_source": n_source, "n_target": _int_list(n_target, "--n-target"),
-        "seeds": _int_list(seeds, "--seeds"), "samples": samples, "gamma": gamma,
-        "top_k": top_k, "planner": planner, "estimator": estimator, "ratio_arch": ratio_arch,
-        "space": space, "methods": _str_list(methods), "ablations": _str_list(ablation),
-        "ablation_n": _int_list(ablation_n, "--ablation-n"), "n_extra": n_extra,
-        "extra_mass": extra_mass, "source_steps": source_steps, "ratio_steps": ratio_steps,
+        "vocab_size": vocab_size,
+        "seq_len": seq_len,
+        "source_diag": source_diag,
+        "target_diag": target_diag,
+        "matrix": matrix,
+        "source_matrix": source_matrix,
+        "n_source": n_source,
+        "n_target": _int_list(n_target, "--n-target"),
+        "seeds": _int_list(seeds, "--seeds"),
+        "samples": samples,
+        "gamma": gamma,
+        "top_k": top_k,
+        "planner": planner,
+        "estimator": estimator,
+        "ratio_arch": ratio_arch,
+        "space": space,
+        "methods": _str_list(methods),
+        "ablations": _str_list(ablation),
+        "ablation_n": _int_list(ablation_n, "--ablation-n"),
+        "n_extra": n_extra,
+        "extra_mass": extra_mass,
+        "source_steps": source_steps,
+        "ratio_steps": ratio_steps,
         "diagnose": diagnose,
     }
     base.update({k: v for k, v in flags.items() if v is not None})

@@ -249,8 +249,11 @@ def resolve_model_dir(path_or_repo: str | os.PathLike, revision: str | None = No
             f"{text} is not a local directory; loading a Hub repo needs `pip install gtlkit[hf]`"
         ) from e
     try:
-        return Path(snapshot_download(repo_id=text, revision=revision,
-                                      allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+        return Path(
+            snapshot_download(
+                repo_id=text, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]
+            )
+        )
     except Exception as e:  # network errors, missing repos, offline mode
         raise LoadError(f"cannot fetch {text} from the Hugging Face Hub: {e}") from e
 

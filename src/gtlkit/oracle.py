@@ -71,9 +71,9 @@ class EnumeratedDistribution:
         self.seq_len = seq_len
         self.seqs = all_sequences(vocab_size, seq_len)  # [N, L]
         # one-hot of every sequence, flattened over (position, token): [N, L*V]
-        self._onehot = torch.nn.functional.one_hot(self.seqs, vocab_size).reshape(
-            len(self.seqs), -1
-        ).double()
+        self._onehot = (
+            torch.nn.functional.one_hot(self.seqs, vocab_size).reshape(len(self.seqs), -1).double()
+        )
 
     @classmethod
     def random(
@@ -128,7 +128,9 @@ class EnumeratedDistribution:
         return (w @ self._onehot).reshape(z.shape[0], self.seq_len, self.vocab_size)
 
 
-def exact_denoiser(dist: EnumeratedDistribution, process: Process) -> Callable[[Tensor, Tensor], Tensor]:
+def exact_denoiser(
+    dist: EnumeratedDistribution, process: Process
+) -> Callable[[Tensor, Tensor], Tensor]:
     """The exact denoiser of ``dist`` under ``process``, returning log-probabilities [B, L, V].
 
     Under masked noise the posterior does not depend on ``t``; under uniform noise it does.

@@ -226,7 +226,11 @@ class Process(ABC):
         """
 
     def config(self) -> dict:
-        return {"kind": self.kind, "vocab_size": self.vocab_size, "schedule": self.schedule.config()}
+        return {
+            "kind": self.kind,
+            "vocab_size": self.vocab_size,
+            "schedule": self.schedule.config(),
+        }
 
     def _alpha(self, t: Tensor, like: Tensor) -> Tensor:
         t = torch.as_tensor(t, device=like.device, dtype=torch.float64)
@@ -303,9 +307,7 @@ class UniformProcess(Process):
         self._check_tokens(x0)
         alpha = self._alpha(t, x0)
         u = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=torch.float64)
-        noise = torch.randint(
-            0, self.vocab_size, x0.shape, generator=generator, device=x0.device
-        )
+        noise = torch.randint(0, self.vocab_size, x0.shape, generator=generator, device=x0.device)
         return torch.where(u < alpha, x0, noise)
 
     def kernel(self, x0_probs: Tensor, t: Tensor) -> Tensor:

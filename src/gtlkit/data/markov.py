@@ -238,8 +238,12 @@ class MarkovChain:
         stationary distribution (it is not irreducible on its recurrent states).
         """
         V = self.vocab_size
-        A = torch.cat([self.transition.T - torch.eye(V, dtype=torch.float64),
-                       torch.ones(1, V, dtype=torch.float64)])  # [V + 1, V]
+        A = torch.cat(
+            [
+                self.transition.T - torch.eye(V, dtype=torch.float64),
+                torch.ones(1, V, dtype=torch.float64),
+            ]
+        )  # [V + 1, V]
         if int(torch.linalg.matrix_rank(A)) < V:
             raise ValueError("the chain has more than one stationary distribution")
         b = torch.zeros(V + 1, 1, dtype=torch.float64)
@@ -258,8 +262,10 @@ class MarkovChain:
         missing = {"transition", "initial"} - set(d)
         if missing:
             raise ValueError(f"MarkovChain dict lacks keys {sorted(missing)}")
-        return cls(torch.tensor(d["transition"], dtype=torch.float64),
-                   torch.tensor(d["initial"], dtype=torch.float64))
+        return cls(
+            torch.tensor(d["transition"], dtype=torch.float64),
+            torch.tensor(d["initial"], dtype=torch.float64),
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 def _bench_group() -> None:
     """Benchmarks (results carry the machine they ran on)."""
 
+
 METHODS = ("unguided", "exact", "topk8", "topk32", "taylor", "naive")
 
 
@@ -84,16 +85,20 @@ def _run(method: str, den, rat, L: int, V: int, B: int, device) -> float:
     gen = torch.Generator(device=device).manual_seed(0)
     kw: dict = dict(generator=gen, batch_size=B, device=device)
     if method == "naive":
-        fn = lambda: ancestral_sample(den, B, L, V, steps=L, log_ratio=rat, lazy=False,  # noqa: E731
-                                      reuse_denoiser=False, **kw)
+        args: dict = {"steps": L, "log_ratio": rat, "lazy": False, "reuse_denoiser": False}
+        sampler = ancestral_sample
     else:
-        g = {"unguided": {}, "exact": {"log_ratio": rat}, "topk8": {"log_ratio": rat, "top_k": 8},
-             "topk32": {"log_ratio": rat, "top_k": 32},
-             "taylor": {"log_ratio": rat, "guidance": "taylor"}}[method]
-        fn = lambda: planned_sample(den, B, L, V, **g, **kw)  # noqa: E731
+        args = {
+            "unguided": {},
+            "exact": {"log_ratio": rat},
+            "topk8": {"log_ratio": rat, "top_k": 8},
+            "topk32": {"log_ratio": rat, "top_k": 32},
+            "taylor": {"log_ratio": rat, "guidance": "taylor"},
+        }[method]
+        sampler = planned_sample
     _sync(device)
     t0 = time.perf_counter()
-    fn()
+    sampler(den, B, L, V, **args, **kw)
     _sync(device)
     return time.perf_counter() - t0
 
@@ -195,14 +200,27 @@ def run_sampler_bench(
                 else:
                     secs = estimate
                     extrap = True
-                row = BenchRow(L, V, method, batch / secs, total_rows / batch, calls, secs, batch,
-                               extrap, str(device), estimate)
+                row = BenchRow(
+                    L,
+                    V,
+                    method,
+                    batch / secs,
+                    total_rows / batch,
+                    calls,
+                    secs,
+                    batch,
+                    extrap,
+                    str(device),
+                    estimate,
+                )
                 rows.append(row)
                 if progress:
                     flag = " (extrapolated)" if extrap else f" (predicted {estimate:.3g} s)"
-                    print(f"L={L:4d} V={V:5d} {method:9s} {row.samples_per_s:10.4f} samples/s "
-                          f"{row.ratio_rows_per_sample:12.0f} rows/sample {secs:9.3g} s{flag}",
-                          flush=True)
+                    print(
+                        f"L={L:4d} V={V:5d} {method:9s} {row.samples_per_s:10.4f} samples/s "
+                        f"{row.ratio_rows_per_sample:12.0f} rows/sample {secs:9.3g} s{flag}",
+                        flush=True,
+                    )
     return rows
 
 
@@ -219,8 +237,10 @@ def to_markdown(rows: list[BenchRow]) -> str:
         sp = f"{r.samples_per_s / naive.samples_per_s:,.0f}" if naive else "-"
         rel = f"{ung.samples_per_s / r.samples_per_s:.2f}" if ung else "-"
         mark = " *" if r.extrapolated else ""
-        lines.append(f"| {r.L} | {r.V} | {r.method} | {r.samples_per_s:.4g}{mark} | "
-                     f"{r.ratio_rows_per_sample:,.0f} | {sp} | {rel} |")
+        lines.append(
+            f"| {r.L} | {r.V} | {r.method} | {r.samples_per_s:.4g}{mark} | "
+            f"{r.ratio_rows_per_sample:,.0f} | {sp} | {rel} |"
+        )
     return "\n".join(lines)
 
 
@@ -236,15 +256,21 @@ def sampler_cmd(
     vocabs: str = typer.Option("64,1024,4096", help="comma-separated vocabulary sizes"),
     methods: str = typer.Option(",".join(METHODS), help="comma-separated methods"),
     batch: int = typer.Option(8, help="sequences per batch"),
-    budget_s: float = typer.Option(60.0, help="run a configuration fully when its predicted time is below this"),
+    budget_s: float = typer.Option(
+        60.0, help="run a configuration fully when its predicted time is below this"
+    ),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda if available)"),
     out: Path = typer.Option(None, help="write results.json and table.md here"),
     json_output: bool = typer.Option(False, "--json", help="print results as JSON"),
 ) -> None:
     """Samples per second and ratio rows per sample for unguided, exact, top-k, Taylor and naive guidance."""
     rows = run_sampler_bench(
-        tuple(int(v) for v in lengths.split(",")), tuple(int(v) for v in vocabs.split(",")),
-        tuple(methods.split(",")), batch=batch, budget_s=budget_s, device=device,
+        tuple(int(v) for v in lengths.split(",")),
+        tuple(int(v) for v in vocabs.split(",")),
+        tuple(methods.split(",")),
+        batch=batch,
+        budget_s=budget_s,
+        device=device,
         progress=not json_output,
     )
     dev = rows[0].device if rows else "cpu"
@@ -264,4 +290,3 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-

@@ -86,8 +86,18 @@ __all__ = [
 METHODS = ("source", "target_only", "finetuned", "gtl")
 ABLATIONS = ("gamma", "top_k", "planner", "estimator", "space", "overlap")
 MATRICES = ("diagonal", "anti-diagonal", "dirichlet")
-RESULT_KEYS = ("n_target", "method", "seed", "mean_abs_error", "max_abs_error", "mean_diag", "kl",
-               "target_loglik", "source_loglik", "seconds")
+RESULT_KEYS = (
+    "n_target",
+    "method",
+    "seed",
+    "mean_abs_error",
+    "max_abs_error",
+    "mean_diag",
+    "kl",
+    "target_loglik",
+    "source_loglik",
+    "seconds",
+)
 """Keys every entry of ``results.json``'s ``runs`` has."""
 
 PAPER_RESULTS: dict[int, dict[str, tuple[float, float]]] = {
@@ -192,8 +202,9 @@ class MarkovExperimentConfig:
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {v}")
         if not self.n_target or min(self.n_target) < 2:
-            raise ValueError(f"n_target needs sizes >= 2 (one row is held out), got "
-                             f"{self.n_target}")
+            raise ValueError(
+                f"n_target needs sizes >= 2 (one row is held out), got {self.n_target}"
+            )
         if not self.seeds:
             raise ValueError("seeds is empty")
         if self.n_source < 2 or self.samples < 1:
@@ -205,11 +216,13 @@ class MarkovExperimentConfig:
         if bad:
             raise ValueError(f"unknown ablations {sorted(bad)}; choose from {ABLATIONS}")
         if self.estimator not in ("noisy_classifier", "regression"):
-            raise ValueError(f"estimator must be 'noisy_classifier' or 'regression', got "
-                             f"{self.estimator!r}")
+            raise ValueError(
+                f"estimator must be 'noisy_classifier' or 'regression', got {self.estimator!r}"
+            )
         if self.ratio_arch not in ("recurrent", "transformer"):
-            raise ValueError(f"ratio_arch must be 'recurrent' or 'transformer', got "
-                             f"{self.ratio_arch!r}")
+            raise ValueError(
+                f"ratio_arch must be 'recurrent' or 'transformer', got {self.ratio_arch!r}"
+            )
         if self.space not in ("ratio", "poisson", "log"):
             raise ValueError(f"space must be 'ratio', 'poisson' or 'log', got {self.space!r}")
         if self.top_k is not None and not 1 <= self.top_k:
@@ -237,26 +250,54 @@ class MarkovExperimentConfig:
 
     def fingerprint(self) -> str:
         """Hash of the settings that change a run's numbers (not which runs are done)."""
-        skip = {"n_target", "seeds", "methods", "ablations", "ablation_n", "diagnose", "progress",
-                "quick"}
+        skip = {
+            "n_target",
+            "seeds",
+            "methods",
+            "ablations",
+            "ablation_n",
+            "diagnose",
+            "progress",
+            "quick",
+        }
         d = {k: v for k, v in self.to_dict().items() if k not in skip}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def is_paper_setting(self) -> bool:
         """The paper's synthetic pair (5 states, diagonals 0.1 / 0.8, length 20, no extras)."""
-        return (self.vocab_size == 5 and self.seq_len == 20 and self.matrix == "diagonal"
-                and self.source_matrix == "diagonal" and self.n_extra == 0
-                and abs(self.source_diag - 0.1) < 1e-12 and abs(self.target_diag - 0.8) < 1e-12)
+        return (
+            self.vocab_size == 5
+            and self.seq_len == 20
+            and self.matrix == "diagonal"
+            and self.source_matrix == "diagonal"
+            and self.n_extra == 0
+            and abs(self.source_diag - 0.1) < 1e-12
+            and abs(self.target_diag - 0.8) < 1e-12
+        )
 
 
 def quick_config(**overrides: Any) -> MarkovExperimentConfig:
     """A small configuration for smoke tests and the demo (about 20 s on 2 idle CPU cores)."""
     base = dict(
-        n_source=2000, n_target=[100], seeds=[0], samples=400, d_model=32, n_layers=1,
-        n_heads=4, source_steps=600, batch_size=128, lr=3e-3, finetune_lr=2e-3,
-        baseline_batch_size=64, baseline_max_steps=300, eval_every=25, patience_steps=75,
-        ratio_hidden=32, ratio_steps=500,
-        ratio_batch=128, quick=True,
+        n_source=2000,
+        n_target=[100],
+        seeds=[0],
+        samples=400,
+        d_model=32,
+        n_layers=1,
+        n_heads=4,
+        source_steps=600,
+        batch_size=128,
+        lr=3e-3,
+        finetune_lr=2e-3,
+        baseline_batch_size=64,
+        baseline_max_steps=300,
+        eval_every=25,
+        patience_steps=75,
+        ratio_hidden=32,
+        ratio_steps=500,
+        ratio_batch=128,
+        quick=True,
     )
     base.update(overrides)
     return MarkovExperimentConfig(**base)
@@ -390,7 +431,9 @@ class ExactMarkovDenoiser:
         g1 = (pos - prev).clamp(max=L)
         g2 = (nxt - pos).clamp(max=L)
         left = torch.where(
-            (prev >= 0)[..., None], self.powers[g1, prev_tok], self.pos_law[:L][None].expand(B, L, V)
+            (prev >= 0)[..., None],
+            self.powers[g1, prev_tok],
+            self.pos_law[:L][None].expand(B, L, V),
         )  # [B, L, V]: P^{g1}[a, v]
         right_m = self.powers[g2].transpose(-1, -2)  # [B, L, V(b), V(v)] -> index by b
         right = right_m.gather(2, next_tok[..., None, None].expand(B, L, 1, V)).squeeze(2)
@@ -441,9 +484,15 @@ class _EarlyStopError(Exception):
 
 
 def _denoiser_config(cfg: MarkovExperimentConfig) -> TransformerConfig:
-    return TransformerConfig(vocab_size=cfg.total_vocab, seq_len=cfg.seq_len,
-                             d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
-                             time_conditioning=False, cond_dim=cfg.d_model)
+    return TransformerConfig(
+        vocab_size=cfg.total_vocab,
+        seq_len=cfg.seq_len,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        time_conditioning=False,
+        cond_dim=cfg.d_model,
+    )
 
 
 def _split(x: Tensor, fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -493,14 +542,18 @@ def train_baseline(
         return losses.nelbo(net, process, x0, generator).mean() / L
 
     def val_fn(net: nn.Module, data: Tensor) -> dict[str, float]:
-        value = evaluate_nelbo(net, process, data, batch_size=1024, repeats=repeats,
-                               seed=_seed_int(seed, 3))["nelbo_per_token"]
+        value = evaluate_nelbo(
+            net, process, data, batch_size=1024, repeats=repeats, seed=_seed_int(seed, 3)
+        )["nelbo_per_token"]
         step = evals["n"] * cfg.eval_every
         history.append({"step": step, "val_nelbo": value})
         evals["n"] += 1
         if value < best["value"]:
-            best.update(value=value, step=step,
-                        state={k: v.detach().clone() for k, v in net.state_dict().items()})
+            best.update(
+                value=value,
+                step=step,
+                state={k: v.detach().clone() for k, v in net.state_dict().items()},
+            )
             evals["since_best"] = 0
         else:
             evals["since_best"] += 1
@@ -513,21 +566,36 @@ def train_baseline(
     with torch.no_grad():
         val_fn(model, val)  # step 0: the initial weights are a candidate too
     stopped_early = False
-    tcfg = TrainConfig(steps=budget, batch_size=cfg.baseline_batch_size, lr=lr,
-                       warmup_steps=min(50, budget // 10),
-                       ema_decay=0.99, mixed_precision="no", eval_every=cfg.eval_every,
-                       log_every=max(cfg.eval_every, 1), seed=_seed_int(seed, target.shape[0], 4),
-                       progress=False)
+    tcfg = TrainConfig(
+        steps=budget,
+        batch_size=cfg.baseline_batch_size,
+        lr=lr,
+        warmup_steps=min(50, budget // 10),
+        ema_decay=0.99,
+        mixed_precision="no",
+        eval_every=cfg.eval_every,
+        log_every=max(cfg.eval_every, 1),
+        seed=_seed_int(seed, target.shape[0], 4),
+        progress=False,
+    )
     try:
         train(model, loss_fn, tr, tcfg, val_data=val, val_fn=val_fn)
     except _EarlyStopError:
         stopped_early = True
     model.load_state_dict(best["state"])
     model.eval()
-    info = {"n_train": int(tr.shape[0]), "n_val": int(val.shape[0]), "budget_steps": budget,
-            "best_step": best["step"], "best_val_nelbo": best["value"],
-            "steps_run": history[-1]["step"], "stopped_early": stopped_early, "lr": lr,
-            "train_seconds": time.perf_counter() - t0, "val_history": history}
+    info = {
+        "n_train": int(tr.shape[0]),
+        "n_val": int(val.shape[0]),
+        "budget_steps": budget,
+        "best_step": best["step"],
+        "best_val_nelbo": best["value"],
+        "steps_run": history[-1]["step"],
+        "stopped_early": stopped_early,
+        "lr": lr,
+        "train_seconds": time.perf_counter() - t0,
+        "val_history": history,
+    }
     return model, info
 
 
@@ -577,14 +645,24 @@ def train_noisy_classifier_net(
         return bce_loss(logits, labels)
 
     t0 = time.perf_counter()
-    tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(50, steps // 10),
-                       ema_decay=0.99, mixed_precision="no", log_every=max(1, steps // 10),
-                       seed=seed, progress=False)
+    tcfg = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=min(50, steps // 10),
+        ema_decay=0.99,
+        mixed_precision="no",
+        log_every=max(1, steps // 10),
+        seed=seed,
+        progress=False,
+    )
     result = train(net, loss_fn, source, tcfg)
     model = NoisyClassifierRatio(result.model.cpu().eval(), prior_log_odds=0.0)
-    info = {"train_seconds": time.perf_counter() - t0,
-            "final_loss": result.history[-1]["loss"] if result.history else math.nan,
-            "params": sum(p.numel() for p in net.parameters())}
+    info = {
+        "train_seconds": time.perf_counter() - t0,
+        "final_loss": result.history[-1]["loss"] if result.history else math.nan,
+        "params": sum(p.numel() for p in net.parameters()),
+    }
     return model, info
 
 
@@ -613,11 +691,20 @@ def fit_gtl(
     seed_i = _seed_int(seed, target.shape[0], 5)
     if c.estimator == "noisy_classifier" and c.ratio_arch == "recurrent":
         torch.manual_seed(seed_i)
-        net = RecurrentScalarNet(TransformerConfig(
-            vocab_size=c.total_vocab, seq_len=c.seq_len, d_model=c.ratio_hidden,
-            n_layers=c.ratio_layers, n_heads=1, time_conditioning=False, cond_dim=c.ratio_hidden))
-        model, info = train_noisy_classifier_net(net, source, target, process, c.ratio_steps,
-                                                 c.ratio_batch, c.ratio_lr, seed_i)
+        net = RecurrentScalarNet(
+            TransformerConfig(
+                vocab_size=c.total_vocab,
+                seq_len=c.seq_len,
+                d_model=c.ratio_hidden,
+                n_layers=c.ratio_layers,
+                n_heads=1,
+                time_conditioning=False,
+                cond_dim=c.ratio_hidden,
+            )
+        )
+        model, info = train_noisy_classifier_net(
+            net, source, target, process, c.ratio_steps, c.ratio_batch, c.ratio_lr, seed_i
+        )
         if out_dir is not None:
             model.save_pretrained(out_dir)
         info.update(estimator=c.estimator, ratio_arch=c.ratio_arch)
@@ -627,22 +714,40 @@ def fit_gtl(
     heads = 4 if c.ratio_hidden % 4 == 0 else 1
     recurrent = c.ratio_arch == "recurrent"
     rcfg = RatioConfig(
-        arch=c.ratio_arch, d_model=c.ratio_hidden,
-        n_layers=c.ratio_layers + (not recurrent), n_heads=heads,
-        time_conditioning=False, max_param_fraction=None, classifier_steps=c.ratio_steps,
-        ratio_steps=c.ratio_steps, noisy_steps=c.ratio_steps, batch_size=c.ratio_batch,
+        arch=c.ratio_arch,
+        d_model=c.ratio_hidden,
+        n_layers=c.ratio_layers + (not recurrent),
+        n_heads=heads,
+        time_conditioning=False,
+        max_param_fraction=None,
+        classifier_steps=c.ratio_steps,
+        ratio_steps=c.ratio_steps,
+        noisy_steps=c.ratio_steps,
+        batch_size=c.ratio_batch,
         lr=c.ratio_lr if recurrent else min(c.ratio_lr, 1e-3),
-        ema_decay=0.99 if recurrent else 0.999, estimator=c.estimator, space=c.space, val_fraction=0.1,
-        mixed_precision="no", seed=seed_i, progress=False)
+        ema_decay=0.99 if recurrent else 0.999,
+        estimator=c.estimator,
+        space=c.space,
+        val_fraction=0.1,
+        mixed_precision="no",
+        seed=seed_i,
+        progress=False,
+    )
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the overlap verdict is recorded below
         bundle = fit_ratio(source, target, process, rcfg, out_dir=out_dir)
     m = bundle.metrics
-    info = {"train_seconds": time.perf_counter() - t0, "estimator": c.estimator,
-            "ratio_arch": c.ratio_arch, "space": c.space, "params": m.get("net_params"),
-            "classifier": {k: m["classifier"].get(k) for k in ("accuracy", "auroc", "ece", "on")},
-            "fit_ratio_overlap": m.get("overlap"), "ratio": m.get("ratio")}
+    info = {
+        "train_seconds": time.perf_counter() - t0,
+        "estimator": c.estimator,
+        "ratio_arch": c.ratio_arch,
+        "space": c.space,
+        "params": m.get("net_params"),
+        "classifier": {k: m["classifier"].get(k) for k in ("accuracy", "auroc", "ece", "on")},
+        "fit_ratio_overlap": m.get("overlap"),
+        "ratio": m.get("ratio"),
+    }
     return bundle.log_ratio, info
 
 
@@ -708,16 +813,21 @@ def guidance_calibration(
 
 def _calib_numbers(le: Tensor, ll: Tensor, kl: Tensor) -> dict[str, float]:
     slope = float((le * ll).sum() / (le * le).sum().clamp_min(1e-12))
-    return {"slope": slope, "resid_sd": float((ll - slope * le).std()),
-            "cond_kl": float(kl.mean())}
+    return {"slope": slope, "resid_sd": float((ll - slope * le).std()), "cond_kl": float(kl.mean())}
 
 
 # --------------------------------------------------------------------------------------------
 # Sampling and metrics
 # --------------------------------------------------------------------------------------------
 
-_METRIC_KEYS = ("mean_abs_error", "max_abs_error", "mean_diag", "kl", "target_loglik",
-                "source_loglik")
+_METRIC_KEYS = (
+    "mean_abs_error",
+    "max_abs_error",
+    "mean_diag",
+    "kl",
+    "target_loglik",
+    "source_loglik",
+)
 
 
 def _evaluate(samples: Tensor, source: MarkovChain, target: MarkovChain) -> dict:
@@ -750,15 +860,30 @@ def _sample(
     planner = overrides.get("planner", cfg.planner)
     t0 = time.perf_counter()
     with torch.no_grad():
-        x, _ = sample(denoiser, cfg.samples, cfg.seq_len, cfg.total_vocab,
-                      log_ratio=log_ratio if gamma != 0 else None, gamma=gamma, top_k=top_k,
-                      planner=planner, generator=_gen(*seed_parts, 31), batch_size=1024)
+        x, _ = sample(
+            denoiser,
+            cfg.samples,
+            cfg.seq_len,
+            cfg.total_vocab,
+            log_ratio=log_ratio if gamma != 0 else None,
+            gamma=gamma,
+            top_k=top_k,
+            planner=planner,
+            generator=_gen(*seed_parts, 31),
+            batch_size=1024,
+        )
     return x, time.perf_counter() - t0
 
 
-def _overlap(log_ratio: Callable, cfg: MarkovExperimentConfig, source_val: Tensor,
-             target_rows: Tensor, seed: int, denoiser: Callable | None = None,
-             gammas: tuple[float, ...] = (1.0,)) -> dict:
+def _overlap(
+    log_ratio: Callable,
+    cfg: MarkovExperimentConfig,
+    source_val: Tensor,
+    target_rows: Tensor,
+    seed: int,
+    denoiser: Callable | None = None,
+    gammas: tuple[float, ...] = (1.0,),
+) -> dict:
     """The library's overlap diagnostics of ``log h``.
 
     ``t0.5``/``t0.1``: whole-sequence overlap of ``log h`` on rows noised at that time
@@ -774,12 +899,22 @@ def _overlap(log_ratio: Callable, cfg: MarkovExperimentConfig, source_val: Tenso
     out: dict = {}
     for t in (0.5, 0.1):
         rep = noisy_overlap(log_ratio, process, source_val, target_rows, t, seed=seed)
-        out[f"t{t:g}"] = {k: rep[k] for k in ("ess_fraction", "ess_fraction_from_target",
-                                              "mean_weight", "auroc", "ok", "warning")}
+        out[f"t{t:g}"] = {
+            k: rep[k]
+            for k in (
+                "ess_fraction",
+                "ess_fraction_from_target",
+                "mean_weight",
+                "auroc",
+                "ok",
+                "warning",
+            )
+        }
     if denoiser is not None:
         for g in gammas:
-            rep = stepwise_overlap(denoiser, log_ratio, target_rows, process, gamma=g,
-                                   generator=_gen(seed, 13))
+            rep = stepwise_overlap(
+                denoiser, log_ratio, target_rows, process, gamma=g, generator=_gen(seed, 13)
+            )
             out["stepwise" if g == 1.0 else f"stepwise_gamma{g:g}"] = rep
     return out
 
@@ -796,10 +931,15 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def machine_info() -> dict:
     """Where the numbers were measured."""
-    return {"platform": platform.platform(), "processor": platform.processor() or None,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "cuda": torch.cuda.is_available()}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.is_available(),
+    }
 
 
 def _load_results(path: Path, cfg: MarkovExperimentConfig) -> dict:
@@ -809,7 +949,8 @@ def _load_results(path: Path, cfg: MarkovExperimentConfig) -> dict:
         if res.get("fingerprint") != cfg.fingerprint():
             raise ValueError(
                 f"{path} holds results of different settings (fingerprint "
-                f"{res.get('fingerprint')} != {cfg.fingerprint()}); use another --out directory")
+                f"{res.get('fingerprint')} != {cfg.fingerprint()}); use another --out directory"
+            )
         res.setdefault("runs", [])
         res.setdefault("ablations", [])
         return res
@@ -853,10 +994,14 @@ def results_table(results: dict) -> str:
     lines: list[str] = []
     cfg = results.get("config", {})
     paper = bool(results.get("paper_setting"))
-    summary = sorted(summarize(results.get("runs", [])),
-                     key=lambda r: (-r["n_target"], _method_order(r["method"])))
-    head = ("| n target | method | MAE (mean ± sd) | max err | mean diag | KL | target loglik | "
-            "source loglik | seconds | seeds |")
+    summary = sorted(
+        summarize(results.get("runs", [])),
+        key=lambda r: (-r["n_target"], _method_order(r["method"])),
+    )
+    head = (
+        "| n target | method | MAE (mean ± sd) | max err | mean diag | KL | target loglik | "
+        "source loglik | seconds | seeds |"
+    )
     if paper:
         head += " paper MAE / diag |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
@@ -868,45 +1013,64 @@ def results_table(results: dict) -> str:
 
     for r in summary:
         n = r["n_target"]
-        row = (f"| {n if n else '–'} | {r['method']} | {pm(r, 'mean_abs_error')} | "
-               f"{r.get('max_abs_error_mean', math.nan):.3f} | {r.get('mean_diag_mean', math.nan):.3f} | "
-               f"{r.get('kl_mean', math.nan):.4f} | {r.get('target_loglik_mean', math.nan):.2f} | "
-               f"{r.get('source_loglik_mean', math.nan):.2f} | {r.get('seconds_mean', math.nan):.1f} | "
-               f"{r['n_seeds']} |")
+        row = (
+            f"| {n if n else '–'} | {r['method']} | {pm(r, 'mean_abs_error')} | "
+            f"{r.get('max_abs_error_mean', math.nan):.3f} | {r.get('mean_diag_mean', math.nan):.3f} | "
+            f"{r.get('kl_mean', math.nan):.4f} | {r.get('target_loglik_mean', math.nan):.2f} | "
+            f"{r.get('source_loglik_mean', math.nan):.2f} | {r.get('seconds_mean', math.nan):.1f} | "
+            f"{r['n_seeds']} |"
+        )
         if paper:
             ref = PAPER_RESULTS.get(n, {}).get(r["method"])
             row += f" {ref[0]:.3f} / {ref[1]:.3f} |" if ref else " – |"
         lines.append(row)
     if cfg:
         lines.append("")
-        lines.append(f"Target matrix mean diagonal: {results.get('target_mean_diag', math.nan):.3f}. "
-                     f"Samples per method and seed: {cfg.get('samples')}. "
-                     f"`source` is the source model unguided (no target data, n shown as –).")
+        lines.append(
+            f"Target matrix mean diagonal: {results.get('target_mean_diag', math.nan):.3f}. "
+            f"Samples per method and seed: {cfg.get('samples')}. "
+            f"`source` is the source model unguided (no target data, n shown as –)."
+        )
     if paper:
         lines.append("")
-        lines.append("Issue bar for GTL MAE: " + ", ".join(
-            f"n={n}: <= {v}" for n, v in PAPER_GTL_TARGETS.items()) + ".")
+        lines.append(
+            "Issue bar for GTL MAE: "
+            + ", ".join(f"n={n}: <= {v}" for n, v in PAPER_GTL_TARGETS.items())
+            + "."
+        )
     abl = results.get("ablations", [])
     if abl:
-        lines += ["", "### Ablations (GTL)", "",
-                  "| ablation | value | n target | MAE (mean ± sd) | mean diag | target loglik | "
-                  "seconds | seeds |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Ablations (GTL)",
+            "",
+            "| ablation | value | n target | MAE (mean ± sd) | mean diag | target loglik | "
+            "seconds | seeds |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         rows = summarize(abl, keys=("ablation", "value", "n_target"))
         for r in rows:
-            lines.append(f"| {r['ablation']} | {r['value']} | {r['n_target']} | "
-                         f"{pm(r, 'mean_abs_error')} | {r.get('mean_diag_mean', math.nan):.3f} | "
-                         f"{r.get('target_loglik_mean', math.nan):.2f} | "
-                         f"{r.get('seconds_mean', math.nan):.1f} | {r['n_seeds']} |")
+            lines.append(
+                f"| {r['ablation']} | {r['value']} | {r['n_target']} | "
+                f"{pm(r, 'mean_abs_error')} | {r.get('mean_diag_mean', math.nan):.3f} | "
+                f"{r.get('target_loglik_mean', math.nan):.2f} | "
+                f"{r.get('seconds_mean', math.nan):.1f} | {r['n_seeds']} |"
+            )
         over = [e for e in abl if e["ablation"] == "overlap"]
         if over:
-            lines += ["", "Overlap diagnostics: whole sequences noised at t = 0.5 (ESS "
-                      "fraction, mean weight and AUROC of the learned log h, verdict) and per "
-                      "reveal step at noised target rows (share of steps whose target token "
-                      "the source model gives < 1e-3, guided mass on such tokens, 10th-"
-                      "percentile ESS fraction, verdict; gtlkit.guidance.stepwise_overlap):",
-                      "", "| value | seed | extra-token share (samples / target) | ESS fraction "
-                      "| mean weight | AUROC | ok | target off-support | guided off-support | "
-                      "step ESS p10 | step ok |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                "Overlap diagnostics: whole sequences noised at t = 0.5 (ESS "
+                "fraction, mean weight and AUROC of the learned log h, verdict) and per "
+                "reveal step at noised target rows (share of steps whose target token "
+                "the source model gives < 1e-3, guided mass on such tokens, 10th-"
+                "percentile ESS fraction, verdict; gtlkit.guidance.stepwise_overlap):",
+                "",
+                "| value | seed | extra-token share (samples / target) | ESS fraction "
+                "| mean weight | AUROC | ok | target off-support | guided off-support | "
+                "step ESS p10 | step ok |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
             for e in over:
                 o = e.get("overlap", {}).get("t0.5", {})
                 g = e["value"].split("gamma=")[-1]
@@ -917,7 +1081,8 @@ def results_table(results: dict) -> str:
                     f"{_f(o.get('ess_fraction'))} | {_f(o.get('mean_weight'))} | "
                     f"{_f(o.get('auroc'))} | {o.get('ok')} | {_f(st.get('target_off_support'))} "
                     f"| {_f(st.get('off_support_mass'))} | {_f(st.get('ess_fraction_p10'))} | "
-                    f"{st.get('ok')} |")
+                    f"{st.get('ok')} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -930,8 +1095,9 @@ def _f(v: Any) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _train_source(cfg: MarkovExperimentConfig, source_x: Tensor, source_val: Tensor,
-                  model_dir: Path, console: Any) -> tuple[DenoiserNet, dict]:
+def _train_source(
+    cfg: MarkovExperimentConfig, source_x: Tensor, source_val: Tensor, model_dir: Path, console: Any
+) -> tuple[DenoiserNet, dict]:
     """Train (or load, or resume) the source denoiser under ``model_dir``."""
     from gtlkit.processes import MaskedProcess
     from gtlkit.training import TrainConfig
@@ -941,28 +1107,49 @@ def _train_source(cfg: MarkovExperimentConfig, source_x: Tensor, source_val: Ten
     if info_path.is_file() and (model_dir / "model" / "config.json").is_file():
         model = DenoiserNet.from_pretrained(model_dir / "model")
         return model, json.loads(info_path.read_text())
-    console.print(f"[bold]source denoiser[/bold]: {cfg.source_steps} steps on {len(source_x)} "
-                  f"sequences ({model_dir})")
+    console.print(
+        f"[bold]source denoiser[/bold]: {cfg.source_steps} steps on {len(source_x)} "
+        f"sequences ({model_dir})"
+    )
     torch.manual_seed(_seed_int(cfg.data_seed, 41))
     model = DenoiserNet(_denoiser_config(cfg))
-    tcfg = TrainConfig(steps=cfg.source_steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                       warmup_steps=min(100, cfg.source_steps // 10), ema_decay=0.999,
-                       mixed_precision="no", eval_every=max(1, cfg.source_steps // 4),
-                       ckpt_every=500, log_every=100, seed=_seed_int(cfg.data_seed, 42),
-                       progress=cfg.progress)
+    tcfg = TrainConfig(
+        steps=cfg.source_steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_steps=min(100, cfg.source_steps // 10),
+        ema_decay=0.999,
+        mixed_precision="no",
+        eval_every=max(1, cfg.source_steps // 4),
+        ckpt_every=500,
+        log_every=100,
+        seed=_seed_int(cfg.data_seed, 42),
+        progress=cfg.progress,
+    )
     t0 = time.perf_counter()
-    result = train_denoiser(model, MaskedProcess(cfg.total_vocab), source_x, tcfg,
-                            out_dir=model_dir, val_data=source_val)
+    result = train_denoiser(
+        model,
+        MaskedProcess(cfg.total_vocab),
+        source_x,
+        tcfg,
+        out_dir=model_dir,
+        val_data=source_val,
+    )
     vals = [h for h in result.history if h.get("kind") == "val"]
-    info = {"steps": result.steps, "seconds": time.perf_counter() - t0,
-            "params": model.num_parameters(), "epochs": cfg.source_steps * cfg.batch_size
-            / cfg.n_source, "val_nelbo_per_token": vals[-1]["nelbo_per_token"] if vals else None}
+    info = {
+        "steps": result.steps,
+        "seconds": time.perf_counter() - t0,
+        "params": model.num_parameters(),
+        "epochs": cfg.source_steps * cfg.batch_size / cfg.n_source,
+        "val_nelbo_per_token": vals[-1]["nelbo_per_token"] if vals else None,
+    }
     _write_json(info_path, info)
     return result.model.eval(), info
 
 
-def _source_diagnostics(cfg: MarkovExperimentConfig, denoiser: DenoiserNet, source: MarkovChain,
-                        target: MarkovChain) -> dict:
+def _source_diagnostics(
+    cfg: MarkovExperimentConfig, denoiser: DenoiserNet, source: MarkovChain, target: MarkovChain
+) -> dict:
     """Unguided source model vs the source chain; learned and exact denoisers with exact ``h``."""
     x, _ = _sample(denoiser, cfg, (cfg.data_seed, 51), gamma=0.0)
     out = {"unguided_mae_vs_source": _evaluate(x, target, source)["mean_abs_error"]}
@@ -982,14 +1169,22 @@ def _progress_bar(enabled: bool, console: Any) -> Any:
         return contextlib.nullcontext(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+    )
 
 
 def _describe(e: dict) -> str:
     label = e["method"] if "method" in e else f"{e['ablation']}={e['value']}"
-    return (f"n={e['n_target']} seed={e['seed']} {label}: MAE {e['mean_abs_error']:.4f}, "
-            f"diag {e['mean_diag']:.3f}, {e['seconds']:.1f}s")
+    return (
+        f"n={e['n_target']} seed={e['seed']} {label}: MAE {e['mean_abs_error']:.4f}, "
+        f"diag {e['mean_diag']:.3f}, {e['seconds']:.1f}s"
+    )
 
 
 def run_markov_experiment(
@@ -1013,15 +1208,20 @@ def run_markov_experiment(
     console = console or Console(stderr=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "config.json", {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(),
-                                      "machine": machine_info()})
+    _write_json(
+        out / "config.json",
+        {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "machine": machine_info()},
+    )
     results_path = out / "results.json"
     results = _load_results(results_path, cfg)
     source, target = make_chains(cfg)
-    results.update(config=cfg.to_dict(), machine=machine_info(),
-                   paper_setting=cfg.is_paper_setting(),
-                   chains={"source": source.to_dict(), "target": target.to_dict()},
-                   target_mean_diag=float(target.transition.diagonal().mean()))
+    results.update(
+        config=cfg.to_dict(),
+        machine=machine_info(),
+        paper_setting=cfg.is_paper_setting(),
+        chains={"source": source.to_dict(), "target": target.to_dict()},
+        target_mean_diag=float(target.transition.diagonal().mean()),
+    )
 
     def save() -> None:
         results["summary"] = summarize(results["runs"])
@@ -1033,7 +1233,8 @@ def run_markov_experiment(
     t_start = time.perf_counter()
     denoiser, sinfo = _train_source(cfg, source_x, source_val, out / "models" / "source", console)
     if results.get("source_model") is None or (
-            cfg.diagnose and "diagnostics" not in results["source_model"]):
+        cfg.diagnose and "diagnostics" not in results["source_model"]
+    ):
         if cfg.diagnose:
             sinfo = {**sinfo, "diagnostics": _source_diagnostics(cfg, denoiser, source, target)}
         results["source_model"] = sinfo
@@ -1047,8 +1248,10 @@ def run_markov_experiment(
             tasks.append((seed, 0, "source"))
         tasks += [(seed, n, m) for n in cfg.n_target for m in cfg.methods if m != "source"]
     tasks = [t for t in tasks if (t[1], t[2], t[0]) not in done]
-    pools = {seed: target.sample(max(cfg.n_target), L, _gen(cfg.data_seed, seed, 3))
-             for seed in cfg.seeds}
+    pools = {
+        seed: target.sample(max(cfg.n_target), L, _gen(cfg.data_seed, seed, 3))
+        for seed in cfg.seeds
+    }
     gtl_models: dict[tuple[int, int], Any] = {}
 
     with _progress_bar(cfg.progress, console) as bar:
@@ -1071,15 +1274,20 @@ def run_markov_experiment(
                 log_ratio, info = fit_gtl(cfg, source_x, xt, seed, out_dir=mdir)
                 gtl_models[(n, seed)] = log_ratio
                 x, secs = _sample(denoiser, cfg, (seed, n, 4), log_ratio)
-                entry.update(seconds=info["train_seconds"] + secs, ratio=info,
-                             overlap=_overlap(log_ratio, cfg, source_val, xt, seed, denoiser))
+                entry.update(
+                    seconds=info["train_seconds"] + secs,
+                    ratio=info,
+                    overlap=_overlap(log_ratio, cfg, source_val, xt, seed, denoiser),
+                )
                 if cfg.diagnose and cfg.n_extra == 0:
                     xo, _ = _sample(ExactMarkovDenoiser(source, L), cfg, (seed, n, 5), log_ratio)
                     entry["diagnostics"] = {
                         "exact_denoiser_learned_h_mae": _evaluate(xo, source, target)[
-                            "mean_abs_error"],
-                        "calibration": guidance_calibration(log_ratio, source, target, L,
-                                                            n_rows=1000, seed=seed),
+                            "mean_abs_error"
+                        ],
+                        "calibration": guidance_calibration(
+                            log_ratio, source, target, L, n_rows=1000, seed=seed
+                        ),
                     }
             entry.update(_evaluate(x, source, target))
             results["runs"].append(entry)
@@ -1091,17 +1299,33 @@ def run_markov_experiment(
     def gtl_for(n: int, seed: int) -> Any:
         if (n, seed) not in gtl_models:
             mdir = out / "models" / "gtl" / f"n{n}_s{seed}"
-            if (mdir / "config.json").is_file() and cfg.ratio_arch == "recurrent" and (
-                    cfg.estimator == "noisy_classifier"):
+            if (
+                (mdir / "config.json").is_file()
+                and cfg.ratio_arch == "recurrent"
+                and (cfg.estimator == "noisy_classifier")
+            ):
                 gtl_models[(n, seed)] = load_wrapper(mdir)
             else:
-                gtl_models[(n, seed)] = fit_gtl(cfg, source_x, pools[seed][:n], seed,
-                                                out_dir=mdir)[0]
+                gtl_models[(n, seed)] = fit_gtl(cfg, source_x, pools[seed][:n], seed, out_dir=mdir)[
+                    0
+                ]
         return gtl_models[(n, seed)]
 
     if cfg.ablations:
-        _run_ablations(cfg, results, out, denoiser, source, target, source_x, source_val, pools,
-                       gtl_for, save, console)
+        _run_ablations(
+            cfg,
+            results,
+            out,
+            denoiser,
+            source,
+            target,
+            source_x,
+            source_val,
+            pools,
+            gtl_for,
+            save,
+            console,
+        )
     results["wall_seconds_this_call"] = time.perf_counter() - t_start
     save()
     (out / "table.md").write_text(results_table(results))
@@ -1128,8 +1352,12 @@ def ablation_values(name: str, cfg: MarkovExperimentConfig) -> list:
     if name == "planner":
         return ["random", "confidence", "margin", "entropy"]
     if name == "estimator":
-        return ["noisy_classifier/recurrent", "noisy_classifier/transformer",
-                "regression/recurrent", "regression/transformer"]
+        return [
+            "noisy_classifier/recurrent",
+            "noisy_classifier/transformer",
+            "regression/recurrent",
+            "regression/transformer",
+        ]
     if name == "space":
         return ["ratio", "poisson", "log"]
     if name == "overlap":
@@ -1137,10 +1365,20 @@ def ablation_values(name: str, cfg: MarkovExperimentConfig) -> list:
     raise ValueError(f"unknown ablation {name!r}; choose from {ABLATIONS}")
 
 
-def _run_ablations(cfg: MarkovExperimentConfig, results: dict, out: Path, denoiser: DenoiserNet,
-                   source: MarkovChain, target: MarkovChain, source_x: Tensor,
-                   source_val: Tensor, pools: dict[int, Tensor], gtl_for: Callable,
-                   save: Callable[[], None], console: Any) -> None:
+def _run_ablations(
+    cfg: MarkovExperimentConfig,
+    results: dict,
+    out: Path,
+    denoiser: DenoiserNet,
+    source: MarkovChain,
+    target: MarkovChain,
+    source_x: Tensor,
+    source_val: Tensor,
+    pools: dict[int, Tensor],
+    gtl_for: Callable,
+    save: Callable[[], None],
+    console: Any,
+) -> None:
     """Sweep each requested ablation over ``ablation_n`` x seeds; entries go to ``ablations``."""
     done = {_ablation_key(e) for e in results["ablations"]}
     ns = cfg.ablation_n or cfg.n_target
@@ -1163,33 +1401,61 @@ def _run_ablations(cfg: MarkovExperimentConfig, results: dict, out: Path, denois
                         continue
                     extra_secs = 0.0
                     if name in ("gamma", "top_k", "planner"):
-                        x, secs = _sample(denoiser, cfg, (seed, n, 6), gtl_for(n, seed),
-                                          **{name: value})
+                        x, secs = _sample(
+                            denoiser, cfg, (seed, n, 6), gtl_for(n, seed), **{name: value}
+                        )
                     else:
-                        est, arch, space = ((*value.split("/"), cfg.space) if name == "estimator"
-                                            else ("regression", cfg.ratio_arch, value))
+                        est, arch, space = (
+                            (*value.split("/"), cfg.space)
+                            if name == "estimator"
+                            else ("regression", cfg.ratio_arch, value)
+                        )
                         key = (n, seed, est, arch, space)
                         if key not in fits:
                             if (est, arch) == ("noisy_classifier", "recurrent") and (
-                                    cfg.estimator, cfg.ratio_arch) == (est, arch):
+                                cfg.estimator,
+                                cfg.ratio_arch,
+                            ) == (est, arch):
                                 fits[key] = (gtl_for(n, seed), {"train_seconds": 0.0})
                             else:
-                                fits[key] = fit_gtl(cfg, source_x, xt, seed, estimator=est,
-                                                    ratio_arch=arch, space=space)
+                                fits[key] = fit_gtl(
+                                    cfg,
+                                    source_x,
+                                    xt,
+                                    seed,
+                                    estimator=est,
+                                    ratio_arch=arch,
+                                    space=space,
+                                )
                         log_ratio, info = fits[key]
                         extra_secs = info["train_seconds"]
                         x, secs = _sample(denoiser, cfg, (seed, n, 6), log_ratio)
-                    entry = {"ablation": name, "value": value, "n_target": n, "seed": seed,
-                             "seconds": secs + extra_secs, **_evaluate(x, source, target)}
+                    entry = {
+                        "ablation": name,
+                        "value": value,
+                        "n_target": n,
+                        "seed": seed,
+                        "seconds": secs + extra_secs,
+                        **_evaluate(x, source, target),
+                    }
                     if name in ("estimator", "space") and cfg.diagnose:
                         entry["calibration"] = guidance_calibration(
-                            log_ratio, source, target, cfg.seq_len, n_rows=1000, seed=seed)
+                            log_ratio, source, target, cfg.seq_len, n_rows=1000, seed=seed
+                        )
                     record(entry)
 
 
-def _ablate_overlap(cfg: MarkovExperimentConfig, results: dict, out: Path, source_x: Tensor,
-                    source_val: Tensor, ns: list[int], done: set, record: Callable,
-                    console: Any) -> None:
+def _ablate_overlap(
+    cfg: MarkovExperimentConfig,
+    results: dict,
+    out: Path,
+    source_x: Tensor,
+    source_val: Tensor,
+    ns: list[int],
+    done: set,
+    record: Callable,
+    console: Any,
+) -> None:
     """The overlap knob: one target-only state emitted with probability ``mass`` per position.
 
     The source (lifted, it never emits the extra state) needs a denoiser over ``V + 1`` tokens,
@@ -1200,8 +1466,9 @@ def _ablate_overlap(cfg: MarkovExperimentConfig, results: dict, out: Path, sourc
     """
     base = dataclasses.replace(cfg, n_extra=1, extra_mass=0.0, ablations=[])
     src_o, _ = make_chains(base)
-    denoiser_o, _ = _train_source(base, source_x, source_val, out / "models" / "source_extra1",
-                                  console)
+    denoiser_o, _ = _train_source(
+        base, source_x, source_val, out / "models" / "source_extra1", console
+    )
     V = cfg.vocab_size
     for seed in cfg.seeds:
         for n in ns:
@@ -1218,9 +1485,15 @@ def _ablate_overlap(cfg: MarkovExperimentConfig, results: dict, out: Path, sourc
                     if ("overlap", value, n, seed) in done:
                         continue
                     x, secs = _sample(denoiser_o, c, (seed, n, 7), log_ratio, gamma=g)
-                    entry = {"ablation": "overlap", "value": value, "n_target": n, "seed": seed,
-                             "seconds": secs + info["train_seconds"],
-                             "extra_token_share": float((x >= V).double().mean()),
-                             "target_extra_share": mass, "overlap": overlap,
-                             **_evaluate(x, src_o, tgt_o)}
+                    entry = {
+                        "ablation": "overlap",
+                        "value": value,
+                        "n_target": n,
+                        "seed": seed,
+                        "seconds": secs + info["train_seconds"],
+                        "extra_token_share": float((x >= V).double().mean()),
+                        "target_extra_share": mass,
+                        "overlap": overlap,
+                        **_evaluate(x, src_o, tgt_o),
+                    }
                     record(entry)

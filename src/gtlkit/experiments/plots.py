@@ -42,8 +42,14 @@ def plot_transition_heatmaps(results: dict, path: str | Path, seed: int | None =
         panels = [("target (truth)", truth), ("source chain (truth)", src)]
         for m in methods:
             want = 0 if m == "source" else n
-            e = next((e for e in runs if e["method"] == m and e["n_target"] == want
-                      and e["seed"] == seed), None)
+            e = next(
+                (
+                    e
+                    for e in runs
+                    if e["method"] == m and e["n_target"] == want and e["seed"] == seed
+                ),
+                None,
+            )
             if e is not None:
                 panels.append((f"{m}\nMAE {e['mean_abs_error']:.3f}", e["transition_estimate"]))
         for j, ax in enumerate(axes[i]):
@@ -56,11 +62,19 @@ def plot_transition_heatmaps(results: dict, path: str | Path, seed: int | None =
             if V <= 8:
                 for a in range(V):
                     for b in range(V):
-                        ax.text(b, a, f"{mat[a][b]:.2f}", ha="center", va="center", fontsize=6,
-                                color="white" if mat[a][b] < 0.5 else "black")
+                        ax.text(
+                            b,
+                            a,
+                            f"{mat[a][b]:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=6,
+                            color="white" if mat[a][b] < 0.5 else "black",
+                        )
             ax.set_title(title if j >= 2 else f"{title}", fontsize=8)
-        axes[i][0].text(-0.8, len(truth) / 2 - 0.5, f"n={n}", rotation=90, va="center",
-                        ha="right", fontsize=9)
+        axes[i][0].text(
+            -0.8, len(truth) / 2 - 0.5, f"n={n}", rotation=90, va="center", ha="right", fontsize=9
+        )
     fig.suptitle(f"Transition matrices from generated bigrams (seed {seed})", fontsize=10)
     fig.tight_layout()
     path = Path(path)
@@ -106,8 +120,14 @@ def plot_error_vs_n(results: dict, path: str | Path, metric: str = "mean_abs_err
 
         for m, style in (("target_only", "C0"), ("finetuned", "C1"), ("gtl", "C2")):
             xs = sorted(PAPER_RESULTS)
-            ax.plot(xs, [PAPER_RESULTS[n][m][0] for n in xs], ls=":", color=style, alpha=0.7,
-                    label=f"{m} (paper)")
+            ax.plot(
+                xs,
+                [PAPER_RESULTS[n][m][0] for n in xs],
+                ls=":",
+                color=style,
+                alpha=0.7,
+                label=f"{m} (paper)",
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("number of target sequences n")
@@ -136,8 +156,11 @@ def plot_ablations(results: dict, path: str | Path) -> Path | None:
         for n in sorted({e["n_target"] for e in items}, reverse=True):
             mus, sds = [], []
             for v in values:
-                vals = [e["mean_abs_error"] for e in items
-                        if str(e["value"]) == v and e["n_target"] == n]
+                vals = [
+                    e["mean_abs_error"]
+                    for e in items
+                    if str(e["value"]) == v and e["n_target"] == n
+                ]
                 mu, sd = _mean_sd(vals) if vals else (math.nan, 0.0)
                 mus.append(mu)
                 sds.append(sd)
@@ -159,8 +182,10 @@ def plot_ablations(results: dict, path: str | Path) -> Path | None:
 def save_all(results: dict, out_dir: str | Path) -> list[Path]:
     """Write ``heatmaps.png``, ``error_vs_n.png`` and (with ablations) ``ablations.png``."""
     out_dir = Path(out_dir)
-    paths = [plot_transition_heatmaps(results, out_dir / "heatmaps.png"),
-             plot_error_vs_n(results, out_dir / "error_vs_n.png")]
+    paths = [
+        plot_transition_heatmaps(results, out_dir / "heatmaps.png"),
+        plot_error_vs_n(results, out_dir / "error_vs_n.png"),
+    ]
     p = plot_ablations(results, out_dir / "ablations.png")
     if p is not None:
         paths.append(p)

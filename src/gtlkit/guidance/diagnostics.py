@@ -139,20 +139,34 @@ def stepwise_overlap(
             pooled[k].append(cat[k])
     if not per_time:
         raise ValueError("no masked position at any of the given times")
-    out = {"per_time": per_time, **_summary({k: torch.cat(v) for k, v in pooled.items()}),
-           "gamma": gamma, "off_support": off_support}
+    out = {
+        "per_time": per_time,
+        **_summary({k: torch.cat(v) for k, v in pooled.items()}),
+        "gamma": gamma,
+        "off_support": off_support,
+    }
     problems = []
     if out["target_off_support"] > max_target_off_support:
-        problems.append(f"at {100 * out['target_off_support']:.2g}% of the target's reveal steps "
-                        f"the source model gives the target's token < {off_support:g}")
+        problems.append(
+            f"at {100 * out['target_off_support']:.2g}% of the target's reveal steps "
+            f"the source model gives the target's token < {off_support:g}"
+        )
     if out["off_support_mass"] > max_off_support_mass:
-        problems.append(f"{100 * out['off_support_mass']:.2g}% of the guided mass goes to tokens "
-                        f"the source model gives < {off_support:g}")
+        problems.append(
+            f"{100 * out['off_support_mass']:.2g}% of the guided mass goes to tokens "
+            f"the source model gives < {off_support:g}"
+        )
     out["ok"] = not problems
-    out["warning"] = None if not problems else (
-        "the target needs tokens the source model does not propose (" + "; ".join(problems)
-        + "): guidance then rests on the ratio model's extrapolation; expect unreliable "
-        "samples, and do not use a top-k candidate cut")
+    out["warning"] = (
+        None
+        if not problems
+        else (
+            "the target needs tokens the source model does not propose ("
+            + "; ".join(problems)
+            + "): guidance then rests on the ratio model's extrapolation; expect unreliable "
+            "samples, and do not use a top-k candidate cut"
+        )
+    )
     return out
 
 

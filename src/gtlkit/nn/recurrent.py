@@ -43,10 +43,15 @@ class RecurrentScalarNet(ScalarNet):
         self.config = config
         d, layers = config.d_model, max(1, config.n_layers)
         self.embed = nn.Embedding(config.vocab_size + 1, d)  # row V = [MASK]
-        self.rnn = nn.GRU(d, d, num_layers=layers, batch_first=True, bidirectional=True,
-                          dropout=config.dropout if layers > 1 else 0.0)
-        self.head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(approximate="tanh"),
-                                  nn.Linear(d, 1))
+        self.rnn = nn.GRU(
+            d,
+            d,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=config.dropout if layers > 1 else 0.0,
+        )
+        self.head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(approximate="tanh"), nn.Linear(d, 1))
         # created last so that the untimed net draws the same initial weights as before
         self.time_emb: TimeEmbedding | None = None
         self.time_proj: nn.Linear | None = None

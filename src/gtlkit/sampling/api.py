@@ -52,8 +52,13 @@ def sample(
     ``stats`` holds ``denoiser_calls``, ``denoiser_rows``, ``ratio_rows``, ``steps``, ``seconds``.
     """
     common = dict(
-        log_ratio=log_ratio, gamma=gamma, guidance=guidance, top_k=top_k,
-        generator=generator, batch_size=batch_size, device=device,
+        log_ratio=log_ratio,
+        gamma=gamma,
+        guidance=guidance,
+        top_k=top_k,
+        generator=generator,
+        batch_size=batch_size,
+        device=device,
     )
     if isinstance(process, UniformProcess) and sampler != "ctmc":
         raise ValueError("uniform-noise models are sampled with sampler='ctmc'")
@@ -62,14 +67,30 @@ def sample(
         if steps is not None:
             raise ValueError("the planned sampler takes positions_per_step, not steps")
         x, stats = planned_sample(
-            denoiser, num_samples, seq_len, vocab_size, planner=planner,
-            positions_per_step=positions_per_step, schedule=schedule, temperature=temperature,
-            top_p=top_p, **common, **kwargs,
+            denoiser,
+            num_samples,
+            seq_len,
+            vocab_size,
+            planner=planner,
+            positions_per_step=positions_per_step,
+            schedule=schedule,
+            temperature=temperature,
+            top_p=top_p,
+            **common,
+            **kwargs,
         )
     elif sampler == "ancestral":
         x, stats = ancestral_sample(
-            denoiser, num_samples, seq_len, vocab_size, steps=steps, schedule=schedule,
-            temperature=temperature, top_p=top_p, **common, **kwargs,
+            denoiser,
+            num_samples,
+            seq_len,
+            vocab_size,
+            steps=steps,
+            schedule=schedule,
+            temperature=temperature,
+            top_p=top_p,
+            **common,
+            **kwargs,
         )
     elif sampler == "ctmc":
         if not isinstance(process, UniformProcess):

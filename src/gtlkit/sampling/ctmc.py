@@ -51,7 +51,9 @@ def ctmc_sample(
     Returns samples LongTensor[num_samples, seq_len] in ``[0, V)`` and :class:`SampleStats`.
     """
     if not isinstance(process, UniformProcess):
-        raise TypeError("ctmc_sample needs a UniformProcess; use the masked samplers for masked diffusion")
+        raise TypeError(
+            "ctmc_sample needs a UniformProcess; use the masked samplers for masked diffusion"
+        )
     if method not in ("euler", "tau_leaping"):
         raise ValueError(f"method must be 'euler' or 'tau_leaping', got {method!r}")
     V = process.vocab_size
@@ -72,9 +74,7 @@ def ctmc_sample(
             probs = _log_probs(denoiser, x, t, V, stats).exp()
             rates = process.reverse_rates(x, probs, t)  # [B, L, V], zero at the current token
             if log_ratio is not None:
-                rates = _guide_rates(
-                    rates, x, t, log_ratio, gamma, estimator, top_k, stats
-                )
+                rates = _guide_rates(rates, x, t, log_ratio, gamma, estimator, top_k, stats)
             total = rates.sum(-1)  # [B, L]
             if method == "euler":
                 p_jump = (dt * total).clamp(max=1.0)

@@ -76,7 +76,9 @@ def _init(num_samples, seq_len, vocab_size, x_init, device) -> Tensor:
         return torch.full((num_samples, seq_len), vocab_size, dtype=torch.long, device=device)
     x_init = x_init.to(device=device, dtype=torch.long)
     if x_init.shape != (num_samples, seq_len):
-        raise ValueError(f"x_init must have shape {(num_samples, seq_len)}, got {tuple(x_init.shape)}")
+        raise ValueError(
+            f"x_init must have shape {(num_samples, seq_len)}, got {tuple(x_init.shape)}"
+        )
     if int(x_init.min()) < 0 or int(x_init.max()) > vocab_size:
         raise ValueError(f"x_init ids must lie in [0, {vocab_size}] (mask id {vocab_size})")
     return x_init.clone()
@@ -179,9 +181,19 @@ def planned_sample(
             bi, pj = valid.nonzero(as_tuple=True)
             pos = positions[bi, pj]
             tokens = _guided_token(
-                logp[bi, pos], xa, t, bi, pos, log_ratio=log_ratio, gamma=gamma,
-                estimator=estimator, top_k=top_k, temperature=temperature, top_p=top_p,
-                generator=generator, stats=stats,
+                logp[bi, pos],
+                xa,
+                t,
+                bi,
+                pos,
+                log_ratio=log_ratio,
+                gamma=gamma,
+                estimator=estimator,
+                top_k=top_k,
+                temperature=temperature,
+                top_p=top_p,
+                generator=generator,
+                stats=stats,
             )
             xa[bi, pos] = tokens
             x[active] = xa
@@ -260,9 +272,19 @@ def ancestral_sample(
             query = is_masked if (not lazy and log_ratio is not None) else reveal
             bi, pos = query.nonzero(as_tuple=True)
             tokens = _guided_token(
-                logp[bi, pos], x, t, bi, pos, log_ratio=log_ratio, gamma=gamma,
-                estimator=estimator, top_k=top_k, temperature=temperature, top_p=top_p,
-                generator=generator, stats=stats,
+                logp[bi, pos],
+                x,
+                t,
+                bi,
+                pos,
+                log_ratio=log_ratio,
+                gamma=gamma,
+                estimator=estimator,
+                top_k=top_k,
+                temperature=temperature,
+                top_p=top_p,
+                generator=generator,
+                stats=stats,
             )
             keep = reveal[bi, pos]
             x[bi[keep], pos[keep]] = tokens[keep]
@@ -285,4 +307,3 @@ def _check_common(num_samples: int, seq_len: int, vocab_size: int, batch_size: i
 
 def _device_of(x: Tensor | None) -> torch.device:
     return x.device if x is not None else torch.device("cpu")
-

@@ -71,7 +71,9 @@ def get_planner(planner: str | Planner) -> Planner:
     if callable(planner):
         return planner
     if planner not in PLANNERS:
-        raise ValueError(f"unknown planner {planner!r}; choose one of {sorted(PLANNERS)} or pass a callable")
+        raise ValueError(
+            f"unknown planner {planner!r}; choose one of {sorted(PLANNERS)} or pass a callable"
+        )
     return PLANNERS[planner]
 
 
@@ -85,7 +87,9 @@ def select_positions(scores: Tensor, is_masked: Tensor, m: int) -> tuple[Tensor,
     if m < 1:
         raise ValueError(f"positions per step must be >= 1, got {m}")
     if scores.shape != is_masked.shape:
-        raise ValueError(f"planner returned shape {tuple(scores.shape)}, expected {tuple(is_masked.shape)}")
+        raise ValueError(
+            f"planner returned shape {tuple(scores.shape)}, expected {tuple(is_masked.shape)}"
+        )
     m = min(m, scores.shape[1])
     s = scores.to(torch.float64).masked_fill(~is_masked, float("-inf"))
     positions = s.topk(m, dim=-1).indices

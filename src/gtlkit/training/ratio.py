@@ -739,8 +739,13 @@ def fit_ratio(
     if denoiser is not None and isinstance(process, MaskedProcess):
         from gtlkit.guidance.diagnostics import stepwise_overlap
 
-        step = stepwise_overlap(denoiser, log_ratio, target, process,
-                                generator=torch.Generator().manual_seed(cfg.seed + 104))
+        step = stepwise_overlap(
+            denoiser,
+            log_ratio,
+            target,
+            process,
+            generator=torch.Generator().manual_seed(cfg.seed + 104),
+        )
         metrics["stepwise_overlap"] = step
         verdict, where = step, "per reveal step"
     metrics["overlap_warning"] = None if verdict["ok"] else verdict["warning"]

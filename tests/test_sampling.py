@@ -341,33 +341,12 @@ def test_same_seed_same_samples_different_seed_different(problem):
     p, q = problem
     den, lr = masked_oracles(p, q)
     for sampler in ("planned", "ancestral"):
-        a, _ = sample(
-            den,
-            200,
-            L,
-            V,
-            log_ratio=lr,
-            sampler=sampler,
-            generator=torch.Generator().manual_seed(11),
-        )
-        b, _ = sample(
-            den,
-            200,
-            L,
-            V,
-            log_ratio=lr,
-            sampler=sampler,
-            generator=torch.Generator().manual_seed(11),
-        )
-        c, _ = sample(
-            den,
-            200,
-            L,
-            V,
-            log_ratio=lr,
-            sampler=sampler,
-            generator=torch.Generator().manual_seed(12),
-        )
+
+        def run(seed: int, sampler: str = sampler) -> torch.Tensor:
+            g = torch.Generator().manual_seed(seed)
+            return sample(den, 200, L, V, log_ratio=lr, sampler=sampler, generator=g)[0]
+
+        a, b, c = run(11), run(11), run(12)
         assert torch.equal(a, b) and not torch.equal(a, c)
 
 

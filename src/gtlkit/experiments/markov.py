@@ -86,18 +86,15 @@ __all__ = [
 METHODS = ("source", "target_only", "finetuned", "gtl")
 ABLATIONS = ("gamma", "top_k", "planner", "estimator", "space", "overlap")
 MATRICES = ("diagonal", "anti-diagonal", "dirichlet")
-RESULT_KEYS = (
-    "n_target",
-    "method",
-    "seed",
+_METRIC_KEYS = (
     "mean_abs_error",
     "max_abs_error",
     "mean_diag",
     "kl",
     "target_loglik",
     "source_loglik",
-    "seconds",
 )
+RESULT_KEYS = ("n_target", "method", "seed", *_METRIC_KEYS, "seconds")
 """Keys every entry of ``results.json``'s ``runs`` has."""
 
 PAPER_RESULTS: dict[int, dict[str, tuple[float, float]]] = {
@@ -819,15 +816,6 @@ def _calib_numbers(le: Tensor, ll: Tensor, kl: Tensor) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 # Sampling and metrics
 # --------------------------------------------------------------------------------------------
-
-_METRIC_KEYS = (
-    "mean_abs_error",
-    "max_abs_error",
-    "mean_diag",
-    "kl",
-    "target_loglik",
-    "source_loglik",
-)
 
 
 def _evaluate(samples: Tensor, source: MarkovChain, target: MarkovChain) -> dict:

@@ -101,8 +101,7 @@ def stepwise_overlap(
     est = ExactGuidance()
     dev = _device_of(denoiser)
     cand = torch.arange(V, device=dev)
-    pooled: dict[str, list[Tensor]] = {k: [] for k in _KEYS}
-    per_time = []
+    per_time, cats = [], []
     for tv in times:
         parts: dict[str, list[Tensor]] = {k: [] for k in _KEYS}
         for start in range(0, len(target), batch_size):
@@ -133,15 +132,13 @@ def stepwise_overlap(
             parts["tgt_off"].append((lp_true.exp() < off_support).double())
         if not parts["ess"]:
             continue
-        cat = {k: torch.cat(v) for k, v in parts.items()}
-        per_time.append({"t": float(tv), **_summary(cat)})
-        for k in pooled:
-            pooled[k].append(cat[k])
+        cats.append({k: torch.cat(v) for k, v in parts.items()})
+        per_time.append({"t": float(tv), **_summary(cats[-1])})
     if not per_time:
         raise ValueError("no masked position at any of the given times")
     out = {
         "per_time": per_time,
-        **_summary({k: torch.cat(v) for k, v in pooled.items()}),
+        **_summary({k: torch.cat([c[k] for c in cats]) for k in _KEYS}),
         "gamma": gamma,
         "off_support": off_support,
     }

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gtlkit.guidance.diagnostics import stepwise_overlap
 from gtlkit.guidance.models import (
     DomainClassifier,
     GuidanceBundle,
@@ -737,12 +738,10 @@ def fit_ratio(
     metrics["overlap"] = {"t": overlap_t, **overlap}
     verdict, where = overlap, f"whole sequences noised at t={overlap_t}"
     if denoiser is not None and isinstance(process, MaskedProcess):
-        from gtlkit.guidance.diagnostics import stepwise_overlap
-
         step = stepwise_overlap(
             denoiser,
             log_ratio,
-            target,
+            vt,
             process,
             generator=torch.Generator().manual_seed(cfg.seed + 104),
         )

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 import typer
 
+from gtlkit._io import write_text
+
 __all__ = ["BenchRow", "bench_app", "run_sampler_bench", "to_markdown"]
 
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
@@ -277,16 +279,10 @@ def sampler_cmd(
     payload = {"machine": machine_description(dev), "rows": [asdict(r) for r in rows]}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "results.json", json.dumps(payload, indent=2))
-        _atomic_write(out / "table.md", f"Machine: {payload['machine']}\n\n{to_markdown(rows)}\n")
+        write_text(out / "results.json", json.dumps(payload, indent=2))
+        write_text(out / "table.md", f"Machine: {payload['machine']}\n\n{to_markdown(rows)}\n")
     if json_output:
         print(json.dumps(payload, indent=2))
     else:
         print(f"\nMachine: {payload['machine']}\n")
         print(to_markdown(rows))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

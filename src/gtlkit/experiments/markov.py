@@ -42,7 +42,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import time
 import warnings
 from collections.abc import Callable
@@ -53,13 +52,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gtlkit._io import machine_info, write_json
 from gtlkit.data.markov import (
     MarkovChain,
     transition_matrix,
     with_extra_states,
     with_unused_states,
 )
-from gtlkit.hub import atomic_write, jsonable
 from gtlkit.nn import DenoiserNet, RecurrentScalarNet, ScalarNet, TransformerConfig
 
 __all__ = [
@@ -912,24 +911,6 @@ def _overlap(
 # --------------------------------------------------------------------------------------------
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(jsonable(obj), indent=1)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def machine_info() -> dict:
-    """Where the numbers were measured."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or None,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cuda": torch.cuda.is_available(),
-    }
-
-
 def _load_results(path: Path, cfg: MarkovExperimentConfig) -> dict:
     """Existing results (to resume) or a fresh skeleton; refuses results of other settings."""
     if path.is_file():
@@ -1131,7 +1112,7 @@ def _train_source(
         "epochs": cfg.source_steps * cfg.batch_size / cfg.n_source,
         "val_nelbo_per_token": vals[-1]["nelbo_per_token"] if vals else None,
     }
-    _write_json(info_path, info)
+    write_json(info_path, info)
     return result.model.eval(), info
 
 
@@ -1196,7 +1177,7 @@ def run_markov_experiment(
     console = console or Console(stderr=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(
+    write_json(
         out / "config.json",
         {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "machine": machine_info()},
     )
@@ -1213,7 +1194,7 @@ def run_markov_experiment(
 
     def save() -> None:
         results["summary"] = summarize(results["runs"])
-        _write_json(results_path, results)
+        write_json(results_path, results)
 
     L = cfg.seq_len
     source_x = source.sample(cfg.n_source, L, _gen(cfg.data_seed, 1))

@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from gtlkit._io import module_device
 from gtlkit.guidance.estimators import ExactGuidance
 from gtlkit.processes import MaskedProcess
 
@@ -99,7 +100,7 @@ def stepwise_overlap(
     target = target.cpu()
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     est = ExactGuidance()
-    dev = _device_of(denoiser)
+    dev = module_device(denoiser)
     cand = torch.arange(V, device=dev)
     per_time, cats = [], []
     for tv in times:
@@ -182,11 +183,3 @@ def _summary(d: dict[str, Tensor]) -> dict:
         "log_z_sd": float(log_z.std()) if log_z.numel() > 1 else 0.0,
         "unreachable_mass": float((1 - log_z.exp()).clamp_min(0).mean()),
     }
-
-
-def _device_of(fn: Callable) -> torch.device:
-    params = getattr(fn, "parameters", None)
-    if callable(params):
-        for p in params():
-            return p.device
-    return torch.device("cpu")

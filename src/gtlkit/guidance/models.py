@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from gtlkit.hub import LoadError, from_pretrained, jsonable, load_extra, save_pretrained
+from gtlkit._io import jsonable, module_device, write_text
 from gtlkit.nn import PositionNet, ScalarNet
+from gtlkit.nn.serialization import LoadError, from_pretrained, load_extra, save_pretrained
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -85,10 +85,6 @@ def _net_time(net: nn.Module, t: Tensor | float | None, batch: int, device) -> T
     return t
 
 
-def _device(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
 class LogRatioModel(nn.Module):
     """``log h_t(x_t) = net(x_t, t) + offset`` for a :class:`~gtlkit.nn.ScalarNet` ``net``.
 
@@ -115,7 +111,7 @@ class LogRatioModel(nn.Module):
     def forward(self, x_t: Tensor, t: Tensor | float | None) -> Tensor:
         """``x_t: LongTensor[B, L]`` ids in ``[0, V]``, ``t: FloatTensor[B]`` -> ``[B]`` log h."""
         check_token_ids(x_t, self.vocab_size, self.net.config.seq_len)
-        dev = _device(self.net)
+        dev = module_device(self.net)
         with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
             out = self.net(x_t.to(dev), _net_time(self.net, t, x_t.shape[0], dev))
         return (out + self.offset).to(x_t.device)
@@ -140,7 +136,7 @@ class LogRatioModel(nn.Module):
             )
         if onehot.shape[-1] == V:  # uniform noise: no [MASK] column; its weight is zero
             onehot = torch.nn.functional.pad(onehot, (0, 1))
-        dev = _device(self.net)
+        dev = module_device(self.net)
         out = self.net(onehot.to(dev), _net_time(self.net, t, onehot.shape[0], dev))
         return out + self.offset
 
@@ -149,7 +145,7 @@ class LogRatioModel(nn.Module):
         return {"wrapper": self.wrapper_name, "offset": self.offset}
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> None:
-        """Save the net and this wrapper's metadata with :func:`gtlkit.hub.save_pretrained`."""
+        """Save the net and this wrapper's metadata with :func:`gtlkit.nn.serialization.save_pretrained`."""
         save_pretrained(self.net, directory, extra={**self.extra(), **(extra or {})})
 
 
@@ -224,7 +220,7 @@ class DomainClassifier(nn.Module):
     def logit(self, x0: Tensor, t: Tensor | float | None = None) -> Tensor:
         """Raw logit ``[B]`` for ids ``x0: LongTensor[B, L]`` in ``[0, V]`` ([MASK] allowed)."""
         check_token_ids(x0, self.vocab_size, self.net.config.seq_len)
-        dev = _device(self.net)
+        dev = module_device(self.net)
         t = 0.0 if t is None and self.net.config.time_conditioning else t
         out = self.net(x0.to(dev), _net_time(self.net, t, x0.shape[0], dev))
         return out.to(x0.device)
@@ -281,7 +277,7 @@ class LearnedPlanner(nn.Module):
     ) -> Tensor:
         """``x_t: [B, L]``, ``log_probs: [B, L, V]`` (unused), ``t: [B]`` -> scores ``[B, L]``."""
         check_token_ids(x_t, self.mask_id, self.net.config.seq_len)
-        dev = _device(self.net)
+        dev = module_device(self.net)
         scores = self.net(x_t.to(dev), _net_time(self.net, t, x_t.shape[0], dev)).to(x_t.device)
         return scores.masked_fill(x_t != self.mask_id, float("-inf"))
 
@@ -387,15 +383,7 @@ class GuidanceBundle:
             "metrics": jsonable(self.metrics),
         }
         text = json.dumps(meta, indent=2, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{BUNDLE_FILE}.", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, directory / BUNDLE_FILE)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_text(directory / BUNDLE_FILE, text)
 
     @classmethod
     def load(

@@ -14,6 +14,7 @@ from typing import Self
 import torch
 from torch import Tensor, nn
 
+from gtlkit.nn.serialization import LoadError, from_pretrained, register_class, save_pretrained
 from gtlkit.nn.transformer import Backbone, TransformerConfig
 
 __all__ = ["SUBS_NEG", "DenoiserNet", "GTLNet", "PositionNet", "ScalarNet", "TokenNet"]
@@ -49,22 +50,19 @@ class GTLNet(nn.Module):
         return self.backbone(x_t, t)
 
     def save_pretrained(self, directory: str | PathLike, extra: dict | None = None) -> None:
-        """Write ``model.safetensors`` and ``config.json`` to ``directory`` (:mod:`gtlkit.hub`)."""
-        from gtlkit.hub import save_pretrained
-
+        """Write ``model.safetensors`` and ``config.json`` to ``directory`` (:mod:`gtlkit.nn.serialization`)."""
         save_pretrained(self, directory, extra=extra)
 
     @classmethod
     def from_pretrained(cls, directory: str | PathLike, map_location: str = "cpu") -> Self:
         """Load a net saved by :meth:`save_pretrained`; ``LoadError`` if it is another class."""
-        from gtlkit.hub import LoadError, from_pretrained
-
         model = from_pretrained(directory, map_location=map_location)
         if not isinstance(model, cls):
             raise LoadError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
 
 
+@register_class
 class DenoiserNet(GTLNet):
     """Denoiser: ``forward(x_t, t) -> FloatTensor[B, L, V]`` logits over the clean tokens.
 
@@ -96,6 +94,7 @@ class DenoiserNet(GTLNet):
         return torch.where(revealed.unsqueeze(-1), carry, logits)
 
 
+@register_class
 class TokenNet(GTLNet):
     """Per-token head: ``forward(x_t, t) -> FloatTensor[B, L, V]`` (a DenoiserNet without SUBS).
 
@@ -113,6 +112,7 @@ class TokenNet(GTLNet):
         return self.head(self.features(x_t, t)).float()
 
 
+@register_class
 class PositionNet(GTLNet):
     """Per-position scores: ``forward(x_t, t) -> FloatTensor[B, L]`` (e.g. a learned planner)."""
 
@@ -127,6 +127,7 @@ class PositionNet(GTLNet):
         return self.head(self.features(x_t, t)).squeeze(-1).float()
 
 
+@register_class
 class ScalarNet(GTLNet):
     """One scalar per sequence: ``forward(x_t, t) -> FloatTensor[B]``.
 

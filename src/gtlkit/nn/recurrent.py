@@ -10,11 +10,13 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from gtlkit.nn.heads import ScalarNet
+from gtlkit.nn.serialization import register_class
 from gtlkit.nn.transformer import TimeEmbedding, TransformerConfig, prepare_inputs
 
 __all__ = ["SCALAR_ARCHS", "RecurrentScalarNet", "build_scalar_net"]
 
 
+@register_class
 class RecurrentScalarNet(ScalarNet):
     """Bidirectional GRU over token embeddings, a per-position MLP, summed over positions.
 

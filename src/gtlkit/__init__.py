@@ -22,6 +22,13 @@ _EXPORTS = {
     "planned_sample": "gtlkit.sampling",
     "ancestral_sample": "gtlkit.sampling",
     "ctmc_sample": "gtlkit.sampling",
+    "SAMPLERS": "gtlkit.sampling",
+    "SamplerSpec": "gtlkit.sampling",
+    "register_sampler": "gtlkit.sampling",
+    # contracts and typed results
+    "Denoiser": "gtlkit.types",
+    "LogRatio": "gtlkit.types",
+    "SampleStats": "gtlkit.types",
     # processes
     "MaskedProcess": "gtlkit.processes",
     "UniformProcess": "gtlkit.processes",
@@ -61,4 +68,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from gtlkit.sampling import ancestral_sample, ctmc_sample, planned_sample, sample  # noqa: F401
+    from gtlkit.sampling import (  # noqa: F401
+        SAMPLERS,
+        SamplerSpec,
+        ancestral_sample,
+        ctmc_sample,
+        planned_sample,
+        register_sampler,
+        sample,
+    )
+    from gtlkit.types import Denoiser, LogRatio, SampleStats  # noqa: F401

@@ -4,7 +4,12 @@ For ``V^L`` small enough to enumerate (say ``V = 3, L = 4``: 81 sequences) every
 method needs has a closed form: the exact denoiser ``p(x0_l = v | z_t)``, the exact log density
 ratio ``log h_t(z_t) = log q_t(z_t) / p_t(z_t)``, the exact negative log-likelihood, and the
 total variation distance between a sample and a distribution. Samplers, losses and learned
-ratio networks are tested against these.
+ratio networks are tested against these (the samplers' own exact laws, by enumeration of their
+transition probabilities, are in :mod:`gtlkit.sampling.laws`).
+
+Where the target has no mass the exact log-ratio is ``-inf`` (``h = 0``), as the contract
+allows. Noisy states are tabulated on first use (all of them for masked noise; per time for
+uniform noise), so repeated oracle calls cost a lookup, not a pass over ``V^L`` sequences.
 
 All callables returned here meet the package contracts::
 
@@ -23,12 +28,18 @@ from .processes import MaskedProcess, Process
 
 __all__ = [
     "EnumeratedDistribution",
+    "OracleLogRatio",
     "all_sequences",
     "empirical_tv",
     "exact_denoiser",
     "exact_log_ratio",
     "sequence_index",
 ]
+
+
+_TABLE_LIMIT = 1 << 16  # most noisy states tabulated at once (num_states ** L)
+_CACHE_SIZE = 512  # tables kept per distribution before the cache is cleared
+_MAX_TIMES = 32  # a batch with more distinct times than this is computed directly
 
 
 def all_sequences(vocab_size: int, seq_len: int) -> Tensor:
@@ -74,6 +85,7 @@ class EnumeratedDistribution:
         self._onehot = (
             torch.nn.functional.one_hot(self.seqs, vocab_size).reshape(len(self.seqs), -1).double()
         )
+        self._cache: dict[tuple, tuple[Tensor, Tensor]] = {}  # tabulated noisy states
 
     @classmethod
     def random(
@@ -119,13 +131,76 @@ class EnumeratedDistribution:
 
     def marginal(self, z: Tensor, t: Tensor, process: Process) -> Tensor:
         """``p_t(z)`` (masked: the marginal of the revealed tokens): [B] float64."""
-        return self._likelihood(z, t, process) @ self.probs
+        return self._lookup(z, t, process)[0]
 
     def posterior_marginals(self, z: Tensor, t: Tensor, process: Process) -> Tensor:
         """``p(x0_l = v | z_t)``: LongTensor[B, L] -> FloatTensor[B, L, V] (float64)."""
-        w = self._likelihood(z, t, process) * self.probs[None]  # [B, N]
-        w = w / w.sum(-1, keepdim=True).clamp_min(1e-300)
-        return (w @ self._onehot).reshape(z.shape[0], self.seq_len, self.vocab_size)
+        return self._lookup(z, t, process)[1]
+
+    def soft_marginal(self, onehot: Tensor, t: Tensor, process: Process) -> Tensor:
+        """The multilinear extension of :meth:`marginal` to soft inputs: [B, L, S] -> [B].
+
+        Exact (equal to :meth:`marginal`) on one-hot rows and differentiable in ``onehot``, so
+        first-order (Taylor) guidance can be tested against the oracle. ``S`` is
+        ``process.num_states``.
+        """
+        o = onehot.to(torch.float64)
+        B, L, S = o.shape
+        if S != process.num_states or L != self.seq_len:
+            raise ValueError(f"onehot must be [B, {self.seq_len}, {process.num_states}]")
+        hit = o[:, torch.arange(L)[None, :], self.seqs]  # [B, N, L]: weight on x_l at l
+        if isinstance(process, MaskedProcess):
+            per_pos = hit + o[:, None, :, process.mask_id]  # revealed as x_l, or masked
+        else:
+            a = process.schedule.alpha(torch.as_tensor(t, dtype=torch.float64).cpu())
+            a = a.expand(B) if a.dim() == 0 else a
+            total = o.sum(-1)[:, None, :]  # [B, 1, L]
+            per_pos = a[:, None, None] * hit + (1 - a[:, None, None]) / S * total
+        return per_pos.prod(-1) @ self.probs  # [B]
+
+    # -- tabulated lookups -----------------------------------------------------------------
+    def _direct(self, z: Tensor, t: Tensor, process: Process) -> tuple[Tensor, Tensor]:
+        """``(p_t(z) [B], p(x0_l = v | z) [B, L, V])`` by a pass over all sequences."""
+        lik = self._likelihood(z, t, process)  # [B, N]
+        w = lik * self.probs[None]
+        marg = w.sum(-1)
+        post = (w / marg[:, None].clamp_min(1e-300)) @ self._onehot
+        return marg, post.reshape(z.shape[0], self.seq_len, self.vocab_size)
+
+    def _table(self, process: Process, t: float | None) -> tuple[Tensor, Tensor]:
+        """:meth:`_direct` for every noisy state (lexicographic in ``num_states``), cached."""
+        key = (process.kind, process.num_states, repr(process.schedule.config()), t)
+        cache = self._cache
+        hit = cache.get(key)
+        if hit is None:
+            states = all_sequences(process.num_states, self.seq_len)
+            tt = torch.full((len(states),), 0.5 if t is None else t, dtype=torch.float64)
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            hit = cache[key] = self._direct(states, tt, process)
+        return hit
+
+    def _lookup(self, z: Tensor, t: Tensor, process: Process) -> tuple[Tensor, Tensor]:
+        z = z.cpu()
+        B = z.shape[0]
+        tt = torch.as_tensor(t, dtype=torch.float64).cpu()
+        tt = tt.expand(B) if tt.dim() == 0 else tt
+        if process.num_states**self.seq_len > _TABLE_LIMIT or z.shape[1] != self.seq_len:
+            return self._direct(z, tt, process)
+        idx = sequence_index(z, process.num_states)
+        if isinstance(process, MaskedProcess):  # the posterior does not depend on t
+            marg, post = self._table(process, None)
+            return marg[idx], post[idx]
+        times = torch.unique(tt)
+        if len(times) > _MAX_TIMES:
+            return self._direct(z, tt, process)
+        marg = torch.empty(B, dtype=torch.float64)
+        post = torch.empty(B, self.seq_len, self.vocab_size, dtype=torch.float64)
+        for u in times:
+            sel = tt == u
+            m, p = self._table(process, float(u))
+            marg[sel], post[sel] = m[idx[sel]], p[idx[sel]]
+        return marg, post
 
 
 def exact_denoiser(
@@ -143,14 +218,41 @@ def exact_denoiser(
     return denoiser
 
 
+class OracleLogRatio:
+    """Exact ``log h_t(z) = log q_t(z) - log p_t(z)`` for target ``q`` and source ``p``.
+
+    ``__call__(x_t LongTensor[B, L], t FloatTensor[B]) -> FloatTensor[B]`` (float64, on
+    ``x_t``'s device) is ``-inf`` where ``q_t(z) = 0`` (a source marginal of zero is floored at
+    ``1e-300``). :meth:`log_ratio_soft` is the same on one-hot rows and differentiable, for
+    Taylor guidance.
+    """
+
+    def __init__(
+        self, target: EnumeratedDistribution, source: EnumeratedDistribution, process: Process
+    ):
+        self.target, self.source, self.process = target, source, process
+
+    @staticmethod
+    def _log_ratio(q: Tensor, p: Tensor) -> Tensor:
+        return torch.where(q > 0, q.clamp_min(1e-300).log(), -torch.inf) - p.clamp_min(1e-300).log()
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
+        q = self.target.marginal(x_t, t, self.process)
+        p = self.source.marginal(x_t, t, self.process)
+        return self._log_ratio(q, p).to(x_t.device)
+
+    def log_ratio_soft(self, onehot: Tensor, t: Tensor) -> Tensor:
+        """``log h`` on soft rows ``FloatTensor[B, L, num_states]`` -> ``[B]`` (differentiable)."""
+        q = self.target.soft_marginal(onehot.cpu(), t, self.process)
+        p = self.source.soft_marginal(onehot.cpu(), t, self.process)
+        return self._log_ratio(q, p).to(onehot.device)
+
+
 def exact_log_ratio(
     target: EnumeratedDistribution, source: EnumeratedDistribution, process: Process
-) -> Callable[[Tensor, Tensor], Tensor]:
-    """Exact ``log h_t(z) = log q_t(z) - log p_t(z)`` for target ``q`` and source ``p``: [B]."""
+) -> OracleLogRatio:
+    """Exact ``log h_t(z) = log q_t(z) - log p_t(z)`` for target ``q`` and source ``p``: [B].
 
-    def log_ratio(x_t: Tensor, t: Tensor) -> Tensor:
-        q = target.marginal(x_t, t, process)
-        p = source.marginal(x_t, t, process)
-        return (q.clamp_min(1e-300).log() - p.clamp_min(1e-300).log()).to(x_t.device)
-
-    return log_ratio
+    ``-inf`` where the target has no mass; see :class:`OracleLogRatio`.
+    """
+    return OracleLogRatio(target, source, process)

@@ -2,10 +2,13 @@
 
 from .diagnostics import stepwise_overlap
 from .estimators import (
+    ESTIMATORS,
+    MAX_LOG_RATIO,
     ExactGuidance,
     GuidanceEstimator,
     TaylorGuidance,
     get_estimator,
+    guided_log_weights,
     resolve_gamma,
 )
 from .models import (
@@ -19,6 +22,8 @@ from .models import (
 )
 
 __all__ = [
+    "ESTIMATORS",
+    "MAX_LOG_RATIO",
     "DomainClassifier",
     "ExactGuidance",
     "GuidanceBundle",
@@ -29,6 +34,7 @@ __all__ = [
     "RatioNetwork",
     "TaylorGuidance",
     "get_estimator",
+    "guided_log_weights",
     "load_wrapper",
     "resolve_gamma",
     "stepwise_overlap",

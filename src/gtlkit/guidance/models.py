@@ -341,6 +341,14 @@ class GuidanceBundle:
     def __call__(self, x_t: Tensor, t: Tensor | float | None) -> Tensor:
         return self.log_ratio(x_t, t)
 
+    def log_ratio_soft(self, onehot: Tensor, t: Tensor | float | None) -> Tensor:
+        """Differentiable log h on one-hot rows ``FloatTensor[B, L, V + 1]`` -> ``[B]``.
+
+        Delegates to ``self.log_ratio.log_ratio_soft``, so the bundle works wherever its
+        ``log_ratio`` does, first-order (Taylor) guidance included.
+        """
+        return self.log_ratio.log_ratio_soft(onehot, t)
+
     @property
     def estimator(self) -> str:
         """``"regression"`` (a :class:`RatioNetwork`) or ``"noisy_classifier"``."""

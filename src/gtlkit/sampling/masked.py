@@ -22,67 +22,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from .._io import module_device
-from ..guidance.estimators import GuidanceEstimator, LogRatioFn, get_estimator, resolve_gamma
+from ..guidance.estimators import (
+    GuidanceEstimator,
+    LogRatioFn,
+    describe_state,
+    get_estimator,
+    guided_log_weights,
+    resolve_gamma,
+)
 from ..processes import Schedule, make_schedule, time_grid
+from ..types import Denoiser, SampleStats
+from ._common import check_common, denoiser_log_probs, initial_state
 from .categorical import sample_categorical, uniform
 from .planners import Planner, get_planner, select_positions
 
-__all__ = ["SampleStats", "ancestral_sample", "planned_sample"]
-
-Denoiser = Callable[[Tensor, Tensor], Tensor]
-
-
-@dataclass
-class SampleStats:
-    """Cost counters of one sampling run."""
-
-    denoiser_calls: int = 0  # batched forward passes of the denoiser
-    denoiser_rows: int = 0  # sequences passed through the denoiser
-    ratio_calls: int = 0  # guidance estimator invocations
-    ratio_rows: int = 0  # sequences passed through the ratio network
-    steps: int = 0  # sampler steps (summed over batches)
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        d = {k: v for k, v in vars(self).items() if k != "extra"}
-        return d | self.extra
-
-    def merge(self, other: SampleStats) -> None:
-        for k in ("denoiser_calls", "denoiser_rows", "ratio_calls", "ratio_rows", "steps"):
-            setattr(self, k, getattr(self, k) + getattr(other, k))
-
-
-def _log_probs(denoiser: Denoiser, x: Tensor, t: Tensor, vocab_size: int, stats: SampleStats):
-    """Denoiser log-probabilities in float64: [B, L, V] (no autograd graph is built)."""
-    with torch.no_grad():
-        logits = denoiser(x, t.to(torch.float32))
-    if logits.shape != (*x.shape, vocab_size):
-        raise ValueError(
-            f"denoiser returned shape {tuple(logits.shape)}, expected {(*x.shape, vocab_size)}"
-        )
-    stats.denoiser_calls += 1
-    stats.denoiser_rows += x.shape[0]
-    return torch.log_softmax(logits.to(torch.float64), dim=-1)
-
-
-def _init(num_samples, seq_len, vocab_size, x_init, device) -> Tensor:
-    if x_init is None:
-        return torch.full((num_samples, seq_len), vocab_size, dtype=torch.long, device=device)
-    x_init = x_init.to(device=device, dtype=torch.long)
-    if x_init.shape != (num_samples, seq_len):
-        raise ValueError(
-            f"x_init must have shape {(num_samples, seq_len)}, got {tuple(x_init.shape)}"
-        )
-    if int(x_init.min()) < 0 or int(x_init.max()) > vocab_size:
-        raise ValueError(f"x_init ids must lie in [0, {vocab_size}] (mask id {vocab_size})")
-    return x_init.clone()
+__all__ = ["ancestral_sample", "planned_sample"]
 
 
 def _guided_token(
@@ -104,8 +63,11 @@ def _guided_token(
     """Draw one token for each (sequence, position) query.
 
     ``logp_pos`` FloatTensor[n, V]: denoiser log-probabilities at the queried positions.
-    Candidates are all ``V`` tokens or the ``top_k`` most likely; with a ``log_ratio`` the
-    candidate logits get ``+ gamma * (log h(z[l <- v]) - log h(z))``. Returns LongTensor[n].
+    Candidates are all ``V`` tokens or the ``top_k`` most likely (the others get probability
+    zero); with a ``log_ratio`` the candidate logits get ``+ gamma * (log h(z[l <- v]) - c)``
+    for a per-query constant ``c`` and are normalised over the candidates, so a base state with
+    ``h = 0`` is harmless and a candidate with ``h = 0`` gets zero mass. A query left with no
+    candidate of positive mass is an error naming the state. Returns LongTensor[n].
     """
     n, V = logp_pos.shape
     logits = logp_pos / temperature if temperature != 1.0 else logp_pos
@@ -114,13 +76,27 @@ def _guided_token(
     else:
         cand = torch.arange(V, device=x.device).expand(n, V)
         cand_logits = logits
+    scores = None
     if log_ratio is not None and n > 0:
         g = resolve_gamma(gamma, t)[batch_idx]  # [n]
         if bool((g != 0).any()):
             scores, rows = estimator(log_ratio, x, t, batch_idx, positions, cand)
             stats.ratio_calls += 1
             stats.ratio_rows += rows
-            cand_logits = cand_logits + g[:, None] * scores
+            cand_logits = cand_logits + guided_log_weights(scores, g)
+    dead = torch.isneginf(cand_logits).all(1)
+    if bool(dead.any()):
+        j = int(dead.nonzero()[0, 0])
+        b, pos = int(batch_idx[j]), int(positions[j])
+        why = (
+            "every candidate token gives h = 0 (log_ratio = -inf): the state is impossible "
+            "under the target"
+            if scores is not None and bool(torch.isneginf(scores[j]).all())
+            else "no candidate token has positive probability"
+        )
+        raise ValueError(
+            f"cannot reveal position {pos} of {describe_state(x[b], V)} (sequence {b}): {why}"
+        )
     choice = sample_categorical(cand_logits, generator, top_p=top_p)  # [n]
     return cand.gather(1, choice[:, None]).squeeze(1)
 
@@ -155,14 +131,14 @@ def planned_sample(
     ``V`` where free) lets a caller fix some tokens: they are never changed.
     ``callback(step, x)`` sees the state after every step.
     """
-    _check_common(num_samples, seq_len, vocab_size, batch_size)
+    check_common(num_samples, seq_len, vocab_size, batch_size)
     device = torch.device(device) if device is not None else module_device(x_init)
     schedule = schedule if isinstance(schedule, Schedule) else make_schedule(schedule)
     plan = get_planner(planner)
     estimator = get_estimator(guidance, vocab_size + 1, chunk_size) if log_ratio else None
     stats = SampleStats()
     start_time = time.perf_counter()
-    x_all = _init(num_samples, seq_len, vocab_size, x_init, device)
+    x_all = initial_state(num_samples, seq_len, vocab_size, vocab_size + 1, x_init, device)
     out = torch.empty_like(x_all)
     for b0 in range(0, num_samples, batch_size):
         x = x_all[b0 : b0 + batch_size].clone()
@@ -176,7 +152,7 @@ def planned_sample(
             ma = is_masked[active]
             frac_masked = ma.double().mean(1)
             t = schedule.t_from_alpha(1.0 - frac_masked).to(device)  # [Ba]
-            logp = _log_probs(denoiser, xa, t, vocab_size, stats)
+            logp = denoiser_log_probs(denoiser, xa, t, vocab_size, stats)
             scores = plan(xa, logp, t, generator)
             positions, valid = select_positions(scores, ma, positions_per_step)
             bi, pj = valid.nonzero(as_tuple=True)
@@ -241,7 +217,7 @@ def ancestral_sample(
     must track ``t``). ``lazy=False`` scores every masked position every step (the naive cost,
     same distribution). Returns samples LongTensor[N, L] and :class:`SampleStats`.
     """
-    _check_common(num_samples, seq_len, vocab_size, batch_size)
+    check_common(num_samples, seq_len, vocab_size, batch_size)
     steps = seq_len if steps is None else steps
     device = torch.device(device) if device is not None else module_device(x_init)
     schedule = schedule if isinstance(schedule, Schedule) else make_schedule(schedule)
@@ -249,7 +225,7 @@ def ancestral_sample(
     grid = time_grid(steps, 0.0, t_max).to(device)
     stats = SampleStats()
     start_time = time.perf_counter()
-    x_all = _init(num_samples, seq_len, vocab_size, x_init, device)
+    x_all = initial_state(num_samples, seq_len, vocab_size, vocab_size + 1, x_init, device)
     out = torch.empty_like(x_all)
     for b0 in range(0, num_samples, batch_size):
         x = x_all[b0 : b0 + batch_size].clone()
@@ -262,7 +238,7 @@ def ancestral_sample(
             t = grid[i].expand(B)
             s = grid[i + 1].expand(B)
             if logp is None or changed or not reuse_denoiser:
-                logp = _log_probs(denoiser, x, t, vocab_size, stats)
+                logp = denoiser_log_probs(denoiser, x, t, vocab_size, stats)
             a_t = schedule.alpha(t.double())
             a_s = schedule.alpha(s.double())
             p_reveal = ((a_s - a_t) / (1 - a_t).clamp_min(1e-30)).clamp(0, 1)  # [B]
@@ -296,11 +272,3 @@ def ancestral_sample(
         out[b0 : b0 + batch_size] = x
     stats.seconds = time.perf_counter() - start_time
     return out, stats
-
-
-def _check_common(num_samples: int, seq_len: int, vocab_size: int, batch_size: int) -> None:
-    for name, v in (("num_samples", num_samples), ("seq_len", seq_len), ("batch_size", batch_size)):
-        if v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
-    if vocab_size < 2:
-        raise ValueError(f"vocab_size must be >= 2, got {vocab_size}")

@@ -6,7 +6,8 @@ A planner is any callable::
             generator: torch.Generator | None) -> FloatTensor[B, L]
 
 returning a score per position; the sampler reveals the highest-scoring *masked* positions of
-each sequence independently. Exactness of planned guided sampling (method.md §3) only needs the
+each sequence independently. ``-inf`` defers a position (every unfinished sequence needs at
+least one masked position above ``-inf``); NaN is an error. Exactness of planned guided sampling (method.md §3) only needs the
 choice to depend on the revealed tokens and fresh randomness, never on the token about to be
 drawn, which holds for every planner here.
 """
@@ -82,7 +83,10 @@ def select_positions(scores: Tensor, is_masked: Tensor, m: int) -> tuple[Tensor,
 
     ``scores`` FloatTensor[B, L], ``is_masked`` BoolTensor[B, L]. Returns ``positions``
     LongTensor[B, m'] with ``m' = min(m, L)`` and ``valid`` BoolTensor[B, m'] (False where a
-    sequence has fewer than ``m'`` masked positions left).
+    sequence has fewer than ``m'`` eligible positions left). A masked position is eligible when
+    its score is above ``-inf``: a planner may score ``-inf`` to defer a position, but it must
+    leave every unfinished sequence at least one eligible position, and a NaN score is never
+    allowed; either mistake raises ``ValueError`` (instead of a sampler that never finishes).
     """
     if m < 1:
         raise ValueError(f"positions per step must be >= 1, got {m}")
@@ -90,8 +94,21 @@ def select_positions(scores: Tensor, is_masked: Tensor, m: int) -> tuple[Tensor,
         raise ValueError(
             f"planner returned shape {tuple(scores.shape)}, expected {tuple(is_masked.shape)}"
         )
+    s = scores.to(torch.float64)
+    nan = torch.isnan(s) & is_masked
+    if bool(nan.any()):
+        b = int(nan.any(1).nonzero()[0, 0])
+        raise ValueError(f"the planner scored a masked position of sequence {b} NaN")
+    s = s.masked_fill(~is_masked, float("-inf"))
+    eligible = s > float("-inf")  # [B, L], masked and not deferred
+    stuck = is_masked.any(1) & ~eligible.any(1)
+    if bool(stuck.any()):
+        b = int(stuck.nonzero()[0, 0])
+        raise ValueError(
+            f"the planner scored every masked position of sequence {b} -inf, so none can be "
+            "revealed; a planner must give at least one masked position a score above -inf"
+        )
     m = min(m, scores.shape[1])
-    s = scores.to(torch.float64).masked_fill(~is_masked, float("-inf"))
     positions = s.topk(m, dim=-1).indices
-    valid = is_masked.gather(1, positions)
+    valid = eligible.gather(1, positions)
     return positions, valid

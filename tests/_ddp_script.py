@@ -46,7 +46,22 @@ def main(out: Path) -> None:
     ema = {"ema." + k: v.contiguous() for k, v in result.model.state_dict().items()}
     raw = {"raw." + k: v.contiguous() for k, v in result.raw_state.items()}
     save_file({**ema, **raw}, out / f"rank{rank}.safetensors")
-    (out / f"rank{rank}.json").write_text(json.dumps({"seen": seen, "steps": result.steps}))
+    # early stopping: only the main process validates; every rank must stop at the same step
+    from gtlkit.training import EarlyStopping
+
+    values = iter([1.0, 0.5, 2.0, 3.0, 4.0, 5.0])
+    stop = EarlyStopping("loss", patience_steps=2)
+    stopped = train(
+        net,
+        loss_fn,
+        (data, ids),
+        TrainConfig(steps=12, batch_size=8, eval_every=1, log_every=3, progress=False, cpu=True),
+        val_fn=lambda model, _: {"loss": next(values)},
+        callbacks=[stop],
+    )
+    record = {"seen": seen, "steps": result.steps, "stopped_steps": stopped.steps}
+    record["stopped_early"] = stopped.stopped_early
+    (out / f"rank{rank}.json").write_text(json.dumps(record))
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from gtlkit.losses import (
-    _ctmc_rate_bregman,
     discrete_nelbo,
     masked_nelbo,
     nelbo,
     sample_times,
     uniform_nelbo,
 )
+from gtlkit.losses.denoiser import _ctmc_rate_bregman
 from gtlkit.oracle import EnumeratedDistribution, exact_denoiser
 from gtlkit.processes import MaskedProcess, UniformProcess, make_process
 

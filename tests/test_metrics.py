@@ -317,3 +317,68 @@ def test_overlap_report_from_labels_and_errors():
         overlap_report(torch.zeros(3, 2))
     all_zero = overlap_report(torch.full((10,), -math.inf))
     assert not all_zero.ok and all_zero.ess_fraction == 0.0
+
+
+# -- held-out quality of a learned log h (gtlkit.metrics.ratio) -------------------------------
+
+
+@pytest.fixture(scope="module")
+def ratio_pair():
+    """An enumerable pair (V = 3, L = 4) with its exact masked-diffusion log h."""
+    from gtlkit.oracle import EnumeratedDistribution, exact_log_ratio
+    from gtlkit.processes import MaskedProcess
+
+    g = _gen(0)
+    p = EnumeratedDistribution.random(3, 4, g, sharpness=0.5)
+    q = EnumeratedDistribution.random(3, 4, g, sharpness=0.5)
+    process = MaskedProcess(3)
+    return {
+        "process": process,
+        "exact": exact_log_ratio(q, p, process),
+        "source": p.sample(3000, g),
+        "target": q.sample(3000, g),
+    }
+
+
+def test_noisy_log_loss_ranks_the_exact_log_h_first(ratio_pair):
+    from gtlkit.metrics import noisy_log_loss
+
+    process, exact = ratio_pair["process"], ratio_pair["exact"]
+    src, tgt = ratio_pair["source"], ratio_pair["target"]
+    loss = noisy_log_loss(exact, process, src, tgt)
+    zero = noisy_log_loss(lambda z, t: torch.zeros(len(z)), process, src, tgt)
+    assert zero == pytest.approx(math.log(2))
+    assert noisy_log_loss(exact, process, src, tgt, scale=0.0) == pytest.approx(math.log(2))
+    worse = [noisy_log_loss(exact, process, src, tgt, scale=s) for s in (0.5, 2.0)] + [
+        noisy_log_loss(lambda z, t: exact(z, t) + 1.0, process, src, tgt)
+    ]
+    assert loss < zero and all(loss < w for w in worse)
+    # fixed draws: deterministic, seed-dependent, source draws independent of the target count
+    assert noisy_log_loss(exact, process, src, tgt) == loss
+    assert noisy_log_loss(exact, process, src, tgt, seed=1) != loss
+    const = lambda z, t: torch.full((len(z),), 0.3)  # noqa: E731
+    a = noisy_log_loss(const, process, src, tgt[:10])
+    b = noisy_log_loss(const, process, src, tgt[:20])
+    assert a == pytest.approx(b)  # balanced: the class sizes do not weigh in
+    # clean rows (t = 0) see the clean log-ratio
+    clean = noisy_log_loss(exact, process, src, tgt, t_range=(0.0, 0.0))
+    assert clean < loss
+    with pytest.raises(ValueError, match="t_range"):
+        noisy_log_loss(exact, process, src, tgt, t_range=(0.5, 0.2))
+    with pytest.raises(ValueError, match="repeats"):
+        noisy_log_loss(exact, process, src, tgt, repeats=0)
+
+
+def test_noisy_classifier_metrics_and_overlap(ratio_pair):
+    from gtlkit.metrics import noisy_classifier_metrics, noisy_overlap
+
+    process, exact = ratio_pair["process"], ratio_pair["exact"]
+    src, tgt = ratio_pair["source"][:2000], ratio_pair["target"][:500]
+    m = noisy_classifier_metrics(exact, process, src, tgt, times=(0.2, 0.8))
+    assert (m["n_source"], m["n_target"]) == (2000, 500)
+    assert m["t0.2"]["auroc"] > m["t0.8"]["auroc"] > 0.5  # more noise, less information
+    assert m["t0.2"]["ece_positive"] < 0.05  # the exact log h is calibrated
+    off = noisy_classifier_metrics(lambda z, t: exact(z, t) + 1.5, process, src, tgt, (0.2,))
+    assert off["t0.2"]["ece_positive"] > 0.1
+    rep = noisy_overlap(exact, process, src, tgt, t=0.5)
+    assert rep["ok"] and rep["mean_weight"] == pytest.approx(1.0, abs=0.1)

@@ -23,6 +23,7 @@ from gtlkit.guidance.models import (
     load_wrapper,
 )
 from gtlkit.hub import LoadError
+from gtlkit.metrics import noisy_log_loss
 from gtlkit.nn import RecurrentScalarNet, ScalarNet, TransformerConfig
 from gtlkit.oracle import (
     EnumeratedDistribution,
@@ -489,11 +490,9 @@ def test_fit_ratio_noisy_classifier_estimator_round_trip(problem, tmp_path):
     t = torch.full((len(Z),), 0.3)
     assert loaded.estimator == "noisy_classifier"
     assert torch.equal(loaded(Z, t), b(Z, t))
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
-        "bundle.json",
-        "classifier",
-        "noisy_classifier",
-    ]
+    # only the stage the estimator uses was trained: no clean classifier
+    assert b.classifier is None and "classifier" not in b.metrics
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["bundle.json", "noisy_classifier"]
 
 
 def test_bundle_load_errors(tmp_path):
@@ -557,10 +556,123 @@ def test_poor_overlap_is_reported():
     with pytest.warns(RuntimeWarning, match="barely overlap"):
         b = fit_ratio(src, tgt, process, cfg)
     assert b.metrics["overlap_warning"] and not b.metrics["overlap"]["ok"]
-    assert b.metrics["classifier"]["auroc"] > 0.99
+    assert b.metrics["calibration"]["t0.25"]["auroc"] > 0.9
     # with the source denoiser the per-step reading decides: the target needs tokens at
     # position 0 that the source never proposes
     with pytest.warns(RuntimeWarning, match="per reveal step"):
         b = fit_ratio(src, tgt, process, cfg, denoiser=exact_denoiser(p, process))
     step = b.metrics["stepwise_overlap"]
     assert not step["ok"] and step["unreachable_mass"] > 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# fit_ratio's API: validation rows, held-out criterion, stages, the noisy-classifier recipe
+# --------------------------------------------------------------------------------------------
+
+
+def recipe_config(**kw) -> RatioConfig:
+    """The noisy-classifier recipe of docs/markov.md (GRU width 32, balanced BCE, EMA 0.99)."""
+    base = dict(
+        arch="recurrent",
+        estimator="noisy_classifier",
+        d_model=32,
+        n_layers=1,
+        time_conditioning=False,
+        max_param_fraction=None,
+        noisy_steps=1500,
+        batch_size=256,
+        lr=3e-3,
+        ema_decay=0.99,
+        warmup_steps=50,
+        progress=False,
+    )
+    return RatioConfig(**(base | kw))
+
+
+def reference_recipe(source, target, process, steps, batch, lr, seed):
+    """The recipe written out directly on the loop (what the Markov experiment's own trainer
+    did): balanced BCE on ``batch`` source + ``batch`` target rows per step, each noised at
+    its own t ~ U(0, 1), EMA 0.99, warmup min(50, steps // 10)."""
+    from gtlkit.losses import bce_loss
+    from gtlkit.training import TrainConfig, train
+
+    torch.manual_seed(seed)
+    net = RecurrentScalarNet(
+        TransformerConfig(
+            vocab_size=process.vocab_size,
+            seq_len=source.shape[1],
+            d_model=32,
+            n_layers=1,
+            n_heads=1,
+            time_conditioning=False,
+            cond_dim=32,
+        )
+    )
+
+    def loss_fn(model, xs, g):
+        B = xs.shape[0]
+        xt = target[torch.randint(0, len(target), (B,), generator=g)]
+        x0 = torch.cat([xs, xt])
+        t = torch.rand(2 * B, generator=g)
+        logits = model(process.sample(x0, t, generator=g), t)
+        return bce_loss(logits, torch.cat([torch.zeros(B), torch.ones(B)]))
+
+    tcfg = TrainConfig(
+        steps=steps,
+        batch_size=batch,
+        lr=lr,
+        warmup_steps=min(50, steps // 10),
+        ema_decay=0.99,
+        mixed_precision="no",
+        seed=seed,
+        progress=False,
+    )
+    return train(net, loss_fn, source, tcfg).model
+
+
+def test_fit_ratio_reproduces_the_noisy_classifier_recipe(problem):
+    """With the recipe's settings fit_ratio trains exactly the recipe's weights, and all given
+    rows train (validation rows are only evaluated)."""
+    process = MaskedProcess(V)
+    src, tgt = problem["source"][:600], problem["target"][:80]
+    vs, vt = problem["source"][-300:], problem["target"][-300:]
+    cfg = recipe_config(noisy_steps=40, batch_size=64, seed=7, mixed_precision="no")
+    b = fit_ratio(src, tgt, process, cfg, val_source=vs, val_target=vt)
+    ref = reference_recipe(src, tgt, process, steps=40, batch=64, lr=3e-3, seed=7)
+    got = b.log_ratio.net.state_dict()
+    assert got.keys() == ref.state_dict().keys()
+    assert all(torch.equal(got[k], v) for k, v in ref.state_dict().items())
+    assert b.config["n_source"] == 600 and b.config["n_target"] == 80  # no internal split
+    h = b.metrics["heldout"]
+    assert h["on"] == "held_out" and (h["n_source"], h["n_target"]) == (300, 300)
+    assert h["log_loss"] == pytest.approx(
+        noisy_log_loss(ref_wrapper(ref), process, vs, vt, repeats=cfg.heldout_repeats)
+    )
+    assert b.metrics["calibration"]["on"] == "held_out"
+    assert b.metrics["calibration"]["t0.5"]["auroc"] > 0.5
+    assert b.metrics["overlap"]["on"] == "held_out"
+
+
+def ref_wrapper(net):
+    return NoisyClassifierRatio(net.eval(), prior_log_odds=0.0)
+
+
+def test_fit_ratio_validation_rows_stages_and_errors(problem):
+    process = MaskedProcess(V)
+    src, tgt = problem["source"][:500], problem["target"][:100]
+    # regression without the cycle term trains no noisy classifier
+    cfg = small_fit_config(cycle_weight=0.0, classifier_steps=20, ratio_steps=20)
+    b = fit_ratio(src, tgt, process, cfg)
+    assert b.noisy_classifier is None and "noisy_classifier" not in b.metrics
+    assert b.classifier is not None and isinstance(b.log_ratio, RatioNetwork)
+    h = b.metrics["heldout"]
+    assert h["on"] == "held_out" and h["n_target"] == 10 and b.config["n_target"] == 90
+    assert 0.0 < h["log_loss"] < 2.0
+    # val_fraction = 0 and no validation rows: metrics on the training rows, and they say so
+    b = fit_ratio(src, tgt, process, cfg.replace(val_fraction=0.0))
+    assert b.metrics["heldout"]["on"] == "train" and b.metrics["heldout"]["n_source"] == 500
+    assert b.metrics["classifier"]["on"] == "train"
+    with pytest.raises(ValueError, match="both"):
+        fit_ratio(src, tgt, process, cfg, val_source=src[:10])
+    with pytest.raises(ValueError, match="length"):
+        fit_ratio(src, tgt, process, cfg, val_source=src[:10], val_target=tgt[:5, :2])

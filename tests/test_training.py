@@ -337,8 +337,12 @@ def test_two_process_ddp_ends_with_identical_weights(tmp_path):
     assert states_equal(w0, w1)  # started from different weights on each rank
     ckpt = load_file(tmp_path / "run/checkpoints/last/model.safetensors")
     assert states_equal({k[4:]: v for k, v in w0.items() if k.startswith("raw.")}, ckpt)
-    seen0 = json.loads((tmp_path / "rank0.json").read_text())["seen"]
-    seen1 = json.loads((tmp_path / "rank1.json").read_text())["seen"]
+    rec0 = json.loads((tmp_path / "rank0.json").read_text())
+    rec1 = json.loads((tmp_path / "rank1.json").read_text())
+    seen0, seen1 = rec0["seen"][:24], rec1["seen"][:24]
+    # the main process's early-stopping decision reaches the other rank: both stop at step 4
+    assert rec0["stopped_steps"] == rec1["stopped_steps"] == 4
+    assert rec0["stopped_early"] and rec1["stopped_early"]
     assert len(seen0) == len(seen1) == 6 * 4  # 6 steps x (8 / 2) examples per rank
     assert set(seen0[:4]).isdisjoint(seen1[:4])  # the ranks split each global batch
     assert sorted(os.listdir(tmp_path / "run/checkpoints/last")) == [
@@ -471,3 +475,112 @@ def test_train_denoiser_rejects_bad_setups():
         train_denoiser(denoiser_net(), MaskedProcess(5), train_x, cfg)
     with pytest.raises(ValueError, match=r"ids must lie in \[0, 4\)"):
         train_denoiser(denoiser_net(), MaskedProcess(4), train_x.clamp(max=3) + 1, cfg)
+
+
+# ---- callbacks and early stopping (gtlkit.training.callbacks) -------------------------------
+
+
+def fixed_val(values: list[float]):
+    """A val_fn returning ``values`` in order (then the last one), and the weights it saw."""
+    calls = {"n": 0, "states": []}
+
+    def val_fn(model, _):
+        i = min(calls["n"], len(values) - 1)
+        calls["n"] += 1
+        calls["states"].append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"loss": values[i]}
+
+    return val_fn, calls
+
+
+def test_early_stopping_stops_keeps_best_ema_weights_and_restores():
+    from gtlkit.training import EarlyStopping
+
+    # validations at steps 0 (eval_at_start), 2, 4, ...: best at step 2, then no improvement
+    val_fn, calls = fixed_val([5.0, 1.0, 2.0, 3.0, 4.0, 0.5])
+    stop = EarlyStopping("loss", patience_steps=4)
+    cfg = quick_cfg(steps=20, eval_every=2, eval_at_start=True, ema_decay=0.9)
+    res = train(tiny_net(), masked_ce, toy_data(), cfg, val_fn=val_fn, callbacks=[stop])
+    assert res.stopped_early and res.steps == 6  # stops at 6: 6 - 2 >= 4
+    assert [h["step"] for h in res.history if h["kind"] == "val"] == [0, 2, 4, 6]
+    assert stop.best_value == 1.0 and stop.best_step == 2 and stop.should_stop
+    assert states_equal(stop.best_state, calls["states"][1])  # what validation saw (EMA)
+    assert not states_equal(stop.best_state, res.model.state_dict())
+    stop.restore(res.model)
+    assert states_equal(res.model.state_dict(), calls["states"][1])
+
+
+def test_eval_at_start_makes_initial_weights_a_candidate():
+    from gtlkit.training import EarlyStopping
+
+    init = tiny_net().state_dict()
+    val_fn, _ = fixed_val([0.0, 1.0])  # the initial weights are best
+    stop = EarlyStopping("acc", patience_steps=2, mode="max")
+    with pytest.raises(KeyError, match="acc"):
+        train(
+            tiny_net(),
+            masked_ce,
+            toy_data(),
+            quick_cfg(eval_at_start=True),
+            val_fn=val_fn,
+            callbacks=[stop],
+        )
+    stop = EarlyStopping("loss", patience_steps=2)
+    val_fn, _ = fixed_val([0.0, 1.0])
+    cfg = quick_cfg(steps=10, eval_every=1, eval_at_start=True)
+    res = train(tiny_net(), masked_ce, toy_data(), cfg, val_fn=val_fn, callbacks=[stop])
+    assert stop.best_step == 0 and res.steps == 2 and res.stopped_early
+    assert states_equal(stop.best_state, init)
+    with pytest.raises(ValueError, match="mode"):
+        EarlyStopping("loss", 3, mode="lower")
+    with pytest.raises(ValueError, match="val_fn"):
+        train(tiny_net(), masked_ce, toy_data(), quick_cfg(), callbacks=[stop])
+
+
+def test_no_callbacks_runs_all_steps_and_stopped_run_is_not_resumed(tmp_path):
+    from gtlkit.training import Callback, EarlyStopping
+
+    class Never(Callback):
+        def on_validation(self, step, metrics, model):
+            self.seen = step
+
+    never = Never()
+    val_fn, _ = fixed_val([1.0])
+    res = train(
+        tiny_net(),
+        masked_ce,
+        toy_data(),
+        quick_cfg(steps=6, eval_every=3),
+        val_fn=val_fn,
+        callbacks=[never],
+    )
+    assert not res.stopped_early and res.steps == 6 and never.seen == 6
+    val_fn, _ = fixed_val([1.0, 2.0])
+    cfg = quick_cfg(steps=12, eval_every=2)
+    first = train(
+        tiny_net(),
+        masked_ce,
+        toy_data(),
+        cfg,
+        out_dir=tmp_path,
+        val_fn=val_fn,
+        callbacks=[EarlyStopping("loss", 2)],
+    )
+    assert first.stopped_early and first.steps == 4
+    calls = {"n": 0}
+
+    def counting(model, x, g):
+        calls["n"] += 1
+        return masked_ce(model, x, g)
+
+    again = train(
+        tiny_net(),
+        counting,
+        toy_data(),
+        cfg,
+        out_dir=tmp_path,
+        val_fn=val_fn,
+        callbacks=[EarlyStopping("loss", 2)],
+    )
+    assert calls["n"] == 0 and again.steps == 4 and again.stopped_early
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg

@@ -1,4 +1,5 @@
-"""Metrics: exact metrics for the synthetic Markov chains, classifier quality, overlap."""
+"""Metrics: exact metrics for the synthetic Markov chains, classifier quality, overlap, and the
+held-out quality of a learned ``log h`` (:mod:`gtlkit.metrics.ratio`)."""
 
 from .classification import (
     ReliabilityTable,
@@ -20,6 +21,13 @@ from .overlap import (
     overlap_report,
     overlap_report_from_labels,
 )
+from .ratio import (
+    binary_metrics,
+    classifier_metrics,
+    noisy_classifier_metrics,
+    noisy_log_loss,
+    noisy_overlap,
+)
 
 __all__ = [
     "KL_FLOOR",
@@ -30,9 +38,14 @@ __all__ = [
     "auroc",
     "bigram_counts",
     "bigram_transition_estimate",
+    "binary_metrics",
+    "classifier_metrics",
     "effective_sample_size",
     "expected_calibration_error",
     "markov_metrics",
+    "noisy_classifier_metrics",
+    "noisy_log_loss",
+    "noisy_overlap",
     "overlap_report",
     "overlap_report_from_labels",
     "reliability_table",

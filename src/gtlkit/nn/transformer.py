@@ -16,17 +16,19 @@ fresh network is the identity in every block and learns how to use ``t``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gtlkit.config import ConfigBase
+
 __all__ = ["Backbone", "TimeEmbedding", "TransformerBlock", "TransformerConfig", "prepare_inputs"]
 
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(ConfigBase):
     """Sizes of a transformer network (all heads share it).
 
     ``vocab_size`` is the number ``V`` of clean tokens; inputs have ``V + 1`` ids (``V`` = [MASK]).
@@ -55,19 +57,6 @@ class TransformerConfig:
             raise ValueError("n_layers must be >= 0, cond_dim >= 1 and mlp_ratio > 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        """A JSON-serialisable dict; the inverse of :meth:`from_dict`."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TransformerConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TransformerConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:

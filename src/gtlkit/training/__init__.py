@@ -1,5 +1,6 @@
 """Training: one accelerate-based loop (:func:`train`) and the stage trainers built on it."""
 
+from gtlkit.training.callbacks import Callback, EarlyStopping
 from gtlkit.training.denoiser import evaluate_nelbo, train_denoiser
 from gtlkit.training.loop import TrainConfig, TrainResult, WarmupCosine, lr_factor, train
 from gtlkit.training.planner import PlannerConfig, train_planner
@@ -12,6 +13,8 @@ from gtlkit.training.ratio import (
 )
 
 __all__ = [
+    "Callback",
+    "EarlyStopping",
     "PlannerConfig",
     "RatioConfig",
     "TrainConfig",

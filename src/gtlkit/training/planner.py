@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gtlkit.config import ConfigBase
 from gtlkit.guidance.models import LearnedPlanner
 from gtlkit.nn import PositionNet, TransformerConfig
 from gtlkit.processes import MaskedProcess, Process
@@ -35,7 +36,7 @@ OBJECTIVES = ("correct", "logprob")
 
 
 @dataclass
-class PlannerConfig:
+class PlannerConfig(ConfigBase):
     """Settings of :func:`train_planner`: net sizes, optimisation, objective, time range."""
 
     d_model: int = 64
@@ -60,9 +61,6 @@ class PlannerConfig:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if not 0.0 <= self.t_min < self.t_max <= 1.0:
             raise ValueError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def planner_loss(

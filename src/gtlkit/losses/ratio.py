@@ -1,0 +1,67 @@
+"""Losses of the ratio estimators (docs/method.md, section 4): classifier BCE and regression.
+
+* :func:`bce_loss`: binary cross-entropy of domain classifiers (source 0, target 1), optionally
+  with per-row weights.
+* :func:`ratio_regression_loss`: regression of a net output ``out`` (an estimate of
+  ``log h - log c``) on clean log-ratios ``log r(x0)`` of noised source rows:
+
+  * ``"ratio"``: ``(exp(out) - r/c)^2``. Minimiser ``exp(out) = E[r | z_t] / c = h_t / c``.
+  * ``"poisson"``: ``exp(out) - (r/c) out`` (the Bregman divergence of ``u log u``); same
+    minimiser, gradient ``exp(out) - r/c`` instead of ``(exp(out) - r/c) exp(out)``.
+  * ``"log"``: ``(out - log r)^2``, the research code's choice. Minimiser ``E[log r | z_t]
+    <= log h_t`` (Jensen): biased, most at high noise.
+
+Both take ``[B]`` predictions against ``[B]`` targets and refuse anything else: a ``[B, 1]``
+output against ``[B]`` targets would broadcast to ``[B, B]`` and learn only the batch mean
+(one of the research code's defects, docs/method.md section 7).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["SPACES", "bce_loss", "check_scalar_output", "ratio_regression_loss"]
+
+SPACES = ("ratio", "poisson", "log")
+
+
+def check_scalar_output(out: Tensor, target: Tensor, what: str) -> None:
+    """Both must be ``[B]``: a ``[B, 1]`` against ``[B]`` would broadcast to ``[B, B]``."""
+    if out.dim() != 1 or target.shape != out.shape:
+        raise ValueError(
+            f"{what}: prediction and target must both be [B]; got "
+            f"{tuple(out.shape)} and {tuple(target.shape)} (a [B, 1] output would "
+            "broadcast to [B, B] and learn only the batch mean)"
+        )
+
+
+def bce_loss(logits: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
+    """(Weighted) mean binary cross-entropy; ``logits, labels, weights: [B]``."""
+    check_scalar_output(logits, labels, "bce_loss")
+    loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
+    if weights is None:
+        return loss.mean()
+    return (loss * weights).sum() / weights.sum()
+
+
+def ratio_regression_loss(
+    out: Tensor, log_r: Tensor, space: str, log_norm: float = 0.0, max_out: float = 30.0
+) -> Tensor:
+    """Regression of a net output ``out [B]`` on clean log-ratios ``log_r [B]`` (see module doc).
+
+    ``log_norm = log c`` divides the ratio targets by ``c`` (``"ratio"``/``"poisson"``); the
+    net's output then estimates ``log h - log c``. ``exp(out)`` is taken of ``out`` clamped at
+    ``max_out`` to keep the loss finite.
+    """
+    check_scalar_output(out, log_r, "ratio_regression_loss")
+    if space == "log":
+        return ((out - log_r) ** 2).mean()
+    r = torch.exp(log_r - log_norm)
+    e = torch.exp(out.clamp(max=max_out))
+    if space == "ratio":
+        return ((e - r) ** 2).mean()
+    if space == "poisson":
+        return (e - r * out).mean()
+    raise ValueError(f"space must be one of {SPACES}, got {space!r}")

@@ -1,0 +1,151 @@
+"""Settings of :func:`gtlkit.training.fit_ratio` and the size of its networks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gtlkit.config import ConfigBase
+from gtlkit.losses.ratio import SPACES
+from gtlkit.nn import SCALAR_ARCHS, TransformerConfig, build_scalar_net
+from gtlkit.training.loop import TrainConfig
+
+__all__ = ["BALANCES", "ESTIMATORS", "SPACES", "RatioConfig", "make_net_config"]
+
+ESTIMATORS = ("regression", "noisy_classifier")
+BALANCES = ("batch", "weighted", "frequency")
+
+
+@dataclass
+class RatioConfig(ConfigBase):
+    """Settings of :func:`~gtlkit.training.fit_ratio` (all its networks share the sizes).
+
+    Sizes: ``arch`` of the networks' body, a key of :data:`gtlkit.nn.SCALAR_ARCHS`
+    (``"transformer"``: :class:`~gtlkit.nn.ScalarNet`, mean-pooled backbone + MLP;
+    ``"recurrent"``: :class:`~gtlkit.nn.RecurrentScalarNet`, a bidirectional GRU with a summed
+    per-position readout; ``"transformer_sum"``: the transformer backbone with the summed
+    per-position readout), ``d_model``, ``n_layers``, ``n_heads``; with ``denoiser_params``
+    given to ``fit_ratio`` they are shrunk until each net has at most ``max_param_fraction`` of
+    the denoiser's parameters. ``time_conditioning`` applies to the ratio net and the noisy
+    classifier (optional for masked diffusion, where ``h`` does not depend on ``t``; required
+    for uniform noise); the clean classifier never sees ``t``.
+
+    Method: ``estimator`` (``"noisy_classifier"``: a classifier of noised source vs noised
+    target rows whose logit is ``log h_t``, one stage; ``"regression"``: a clean classifier,
+    then a ratio net regressed on its log-ratios, docs/method.md section 4), ``space`` of the
+    regression (``"ratio"``, ``"poisson"``, ``"log"``; :mod:`gtlkit.losses.ratio`),
+    ``cycle_weight`` of the regression's target cycle term (it trains a noisy classifier too;
+    0 turns both off), ``balance`` of the clean classifier (``"batch"``: every batch has as many
+    target as source rows; ``"weighted"``: class-weighted BCE on the pooled data;
+    ``"frequency"``: raw pooled data, corrected by ``log(N_target / N_source)`` afterwards),
+    ``val_fraction`` held out of both domains for metrics when ``fit_ratio`` is not given
+    validation rows, ``max_log_ratio`` clip of the clean log-ratios used as regression targets,
+    ``t_min``/``t_max`` the range of uniformly drawn training times, ``heldout_repeats`` noise
+    draws per held-out row in ``metrics["heldout"]``.
+    """
+
+    arch: str = "transformer"
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    time_conditioning: bool = True
+    max_param_fraction: float | None = 0.1
+    classifier_steps: int = 1000
+    ratio_steps: int = 2000
+    noisy_steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float | None = 0.999
+    estimator: str = "regression"
+    space: str = "ratio"
+    cycle_weight: float = 0.1
+    balance: str = "batch"
+    val_fraction: float = 0.1
+    max_log_ratio: float = 20.0
+    t_min: float = 0.0
+    t_max: float = 1.0
+    heldout_repeats: int = 4
+    mixed_precision: str = "auto"
+    seed: int = 0
+    progress: bool = True
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.arch not in SCALAR_ARCHS:
+            raise ValueError(f"arch must be one of {tuple(SCALAR_ARCHS)}, got {self.arch!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+        if self.balance not in BALANCES:
+            raise ValueError(f"balance must be one of {BALANCES}, got {self.balance!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if self.cycle_weight < 0:
+            raise ValueError(f"cycle_weight must be >= 0, got {self.cycle_weight}")
+        if not 0.0 <= self.t_min < self.t_max <= 1.0:
+            raise ValueError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
+        if self.max_log_ratio <= 0:
+            raise ValueError(f"max_log_ratio must be > 0, got {self.max_log_ratio}")
+        if self.heldout_repeats < 1:
+            raise ValueError(f"heldout_repeats must be >= 1, got {self.heldout_repeats}")
+
+    def train_config(self, steps: int, seed_offset: int) -> TrainConfig:
+        """The generic loop's config for one stage (seeds differ between stages)."""
+        return TrainConfig(
+            steps=steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            warmup_steps=min(self.warmup_steps, max(steps // 10, 0)),
+            grad_clip=self.grad_clip,
+            ema_decay=self.ema_decay,
+            mixed_precision=self.mixed_precision,
+            log_every=self.log_every,
+            seed=self.seed + seed_offset,
+            progress=self.progress,
+        )
+
+
+def make_net_config(
+    cfg: RatioConfig,
+    vocab_size: int,
+    seq_len: int,
+    time_conditioning: bool,
+    max_params: int | None = None,
+) -> TransformerConfig:
+    """Scalar-net config from ``cfg``, shrunk (width, then depth) to at most ``max_params``.
+
+    The parameter count is that of ``cfg.arch``'s network.
+    """
+    d, n_layers, heads = cfg.d_model, cfg.n_layers, cfg.n_heads
+
+    def build(d: int, n: int) -> TransformerConfig:
+        return TransformerConfig(
+            vocab_size=vocab_size,
+            seq_len=seq_len,
+            d_model=d,
+            n_layers=n,
+            n_heads=heads,
+            time_conditioning=time_conditioning,
+            cond_dim=d,
+        )
+
+    net_cfg = build(d, n_layers)
+    if max_params is None:
+        return net_cfg
+    min_d = max(heads * 4, 16)
+    while build_scalar_net(net_cfg, cfg.arch).num_parameters() > max_params:
+        if d > min_d:
+            d = max(min_d, (d * 3 // 4) // heads * heads)
+        elif n_layers > 1:
+            n_layers -= 1
+        else:
+            raise ValueError(
+                f"no {cfg.arch} scalar net with d_model >= {min_d} and one layer fits in "
+                f"{max_params} parameters"
+            )
+        net_cfg = build(d, n_layers)
+    return net_cfg

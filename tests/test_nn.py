@@ -289,3 +289,41 @@ def test_recurrent_net_rejects_bad_shapes_and_unknown_arch():
     assert type(build_scalar_net(_rnn_config(), "recurrent")) is RecurrentScalarNet
     with pytest.raises(ValueError, match="arch"):
         build_scalar_net(_rnn_config(), "lstm")
+
+
+# ---- the transformer with a summed readout (arch="transformer_sum") -------------------------
+
+
+def test_transformer_sum_readout_is_a_sum_of_position_terms_and_round_trips(tmp_path):
+    from gtlkit.guidance.models import NoisyClassifierRatio, load_wrapper
+
+    cfg = _rnn_config(n_heads=2)
+    torch.manual_seed(0)
+    net = build_scalar_net(cfg, "transformer_sum").eval()
+    assert type(net) is ScalarNet and net.readout == "sum"
+    perturb_(net)
+    x = torch.randint(0, 5, (3, 6))  # mask id 4 included
+    per_pos = net.head(net.features(x, None)).squeeze(-1)  # [B, L]
+    assert torch.allclose(per_pos.sum(1), net(x), atol=1e-5)
+    onehot = torch.nn.functional.one_hot(x, 5).float()
+    assert torch.allclose(net(onehot, None), net(x), atol=1e-4)
+    # mean pooling stays the default and is a different function
+    torch.manual_seed(0)
+    mean = ScalarNet(cfg).eval()
+    assert mean.readout == "mean" and build_scalar_net(cfg, "transformer").readout == "mean"
+    wrapper = NoisyClassifierRatio(net)
+    wrapper.save_pretrained(tmp_path / "sum")
+    loaded = load_wrapper(tmp_path / "sum")
+    assert loaded.net.readout == "sum"
+    assert torch.equal(loaded(x, torch.zeros(3)), wrapper(x, torch.zeros(3)))
+    rnn = RecurrentScalarNet(_rnn_config())
+    rnn.save_pretrained(tmp_path / "rnn")  # the recurrent net saves no readout argument
+    assert type(load_wrapper_or_net(tmp_path / "rnn")) is RecurrentScalarNet
+    with pytest.raises(ValueError, match="readout"):
+        ScalarNet(cfg, readout="max")
+
+
+def load_wrapper_or_net(path):
+    from gtlkit.nn.serialization import from_pretrained
+
+    return from_pretrained(path)

@@ -3,14 +3,24 @@
 ``DenoiserNet`` (logits over clean tokens, SUBS for masked diffusion), ``ScalarNet`` (one value
 per sequence: classifier logit, log-ratio), ``PositionNet`` (per-position planner scores) and
 ``TokenNet`` (per-position, per-token values: amortised guidance head); ``RecurrentScalarNet``
-(a GRU body with an additive readout, ``arch="recurrent"`` of :func:`build_scalar_net`).
+(a GRU body with an additive readout, ``arch="recurrent"`` of :func:`build_scalar_net`; the
+transformer with a summed readout is ``arch="transformer_sum"``).
 """
 
-from gtlkit.nn.heads import SUBS_NEG, DenoiserNet, GTLNet, PositionNet, ScalarNet, TokenNet
+from gtlkit.nn.heads import (
+    READOUTS,
+    SUBS_NEG,
+    DenoiserNet,
+    GTLNet,
+    PositionNet,
+    ScalarNet,
+    TokenNet,
+)
 from gtlkit.nn.recurrent import SCALAR_ARCHS, RecurrentScalarNet, build_scalar_net
 from gtlkit.nn.transformer import Backbone, TimeEmbedding, TransformerBlock, TransformerConfig
 
 __all__ = [
+    "READOUTS",
     "SCALAR_ARCHS",
     "SUBS_NEG",
     "Backbone",

@@ -17,7 +17,15 @@ from torch import Tensor, nn
 from gtlkit.nn.serialization import LoadError, from_pretrained, register_class, save_pretrained
 from gtlkit.nn.transformer import Backbone, TransformerConfig
 
-__all__ = ["SUBS_NEG", "DenoiserNet", "GTLNet", "PositionNet", "ScalarNet", "TokenNet"]
+__all__ = [
+    "READOUTS",
+    "SUBS_NEG",
+    "DenoiserNet",
+    "GTLNet",
+    "PositionNet",
+    "ScalarNet",
+    "TokenNet",
+]
 
 SUBS_NEG = -1.0e6
 """The "-inf-like" logit SUBS puts on every token but the carried-over one at revealed positions."""
@@ -127,16 +135,26 @@ class PositionNet(GTLNet):
         return self.head(self.features(x_t, t)).squeeze(-1).float()
 
 
+READOUTS = ("mean", "sum")
+
+
 @register_class
 class ScalarNet(GTLNet):
     """One scalar per sequence: ``forward(x_t, t) -> FloatTensor[B]``.
 
-    Features are mean-pooled over positions and passed through a 2-layer MLP. Used as domain
+    ``readout="mean"``: features mean-pooled over positions, then a 2-layer MLP.
+    ``readout="sum"``: the 2-layer MLP at every position, its outputs summed over positions, so
+    the output is additive over the sequence the way ``log h`` of a source with local
+    dependence is (a Markov chain's ``log h`` is a sum over pairs of revealed tokens), while
+    attention gives every position's term the whole sequence as context. Used as domain
     classifier logit, time-dependent log-ratio network and noisy classifier.
     """
 
-    def __init__(self, config: TransformerConfig):
+    def __init__(self, config: TransformerConfig, readout: str = "mean"):
         super().__init__(config)
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        self.readout = readout
         d = config.d_model
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(approximate="tanh"), nn.Linear(d, 1))
         for m in self.head:
@@ -144,7 +162,12 @@ class ScalarNet(GTLNet):
                 nn.init.normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
+    def init_kwargs(self) -> dict:
+        return {"readout": self.readout} if self.readout != "mean" else {}
+
     def forward(self, x_t: Tensor, t: Tensor | float | None = None) -> Tensor:
         """``x_t: [B, L]`` or ``[B, L, V + 1]``, ``t: [B]`` -> ``FloatTensor[B]``."""
-        pooled = self.features(x_t, t).mean(dim=1)  # [B, d]
-        return self.head(pooled).squeeze(-1).float()
+        h = self.features(x_t, t)  # [B, L, d]
+        if self.readout == "sum":
+            return self.head(h).squeeze(-1).sum(1).float()  # [B]
+        return self.head(h.mean(dim=1)).squeeze(-1).float()

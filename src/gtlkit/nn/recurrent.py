@@ -2,10 +2,12 @@
 
 An alternative body for :class:`~gtlkit.nn.ScalarNet` (domain classifier, noisy classifier,
 log-ratio network), selected with ``arch="recurrent"`` in :func:`build_scalar_net` and in
-:class:`gtlkit.training.ratio.RatioConfig`.
+:class:`gtlkit.training.RatioConfig`. :data:`SCALAR_ARCHS` names every scalar body.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from torch import Tensor, nn
 
@@ -63,6 +65,11 @@ class RecurrentScalarNet(ScalarNet):
             nn.init.zeros_(self.time_proj.weight)
             nn.init.zeros_(self.time_proj.bias)
 
+    readout = "sum"
+
+    def init_kwargs(self) -> dict:
+        return {}
+
     def features(self, x_t: Tensor, t: Tensor | float | None = None) -> Tensor:
         """GRU states ``FloatTensor[B, L, 2 d]`` of ids ``[B, L]`` or one-hot rows."""
         cfg = self.config
@@ -85,18 +92,25 @@ class RecurrentScalarNet(ScalarNet):
         return self.head(self.features(x_t, t)).squeeze(-1).sum(1).float()
 
 
-SCALAR_ARCHS: dict[str, type[ScalarNet]] = {
+def _transformer_sum(config: TransformerConfig) -> ScalarNet:
+    return ScalarNet(config, readout="sum")
+
+
+SCALAR_ARCHS: dict[str, Callable[[TransformerConfig], ScalarNet]] = {
     "transformer": ScalarNet,
+    "transformer_sum": _transformer_sum,
     "recurrent": RecurrentScalarNet,
 }
-"""Bodies of a scalar network by name: ``"transformer"`` (mean-pooled backbone + MLP) or
-``"recurrent"`` (:class:`RecurrentScalarNet`, additive readout)."""
+"""Bodies of a scalar network by name: ``"transformer"`` (:class:`~gtlkit.nn.ScalarNet`,
+mean-pooled backbone + MLP), ``"transformer_sum"`` (the same backbone, the MLP at every
+position and a sum over positions: additive like ``"recurrent"``, with attention's long range)
+or ``"recurrent"`` (:class:`RecurrentScalarNet`, a bidirectional GRU, additive readout)."""
 
 
 def build_scalar_net(config: TransformerConfig, arch: str = "transformer") -> ScalarNet:
     """A fresh scalar network of body ``arch`` (a key of :data:`SCALAR_ARCHS`)."""
     try:
-        cls = SCALAR_ARCHS[arch]
+        build = SCALAR_ARCHS[arch]
     except KeyError:
         raise ValueError(f"arch must be one of {tuple(SCALAR_ARCHS)}, got {arch!r}") from None
-    return cls(config)
+    return build(config)

@@ -463,3 +463,41 @@ def test_clear_errors_on_bad_inputs():
             nelbo(Spy(), masked, x0, discrete_steps=bad_steps)
     with pytest.raises(ValueError, match="denoiser returned shape"):
         nelbo(lambda z, t: torch.zeros(*z.shape, V + 1), masked, x0)
+
+
+# ---- ratio losses (gtlkit.losses.ratio) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("space", ["ratio", "poisson", "log"])
+def test_regression_loss_clamps_once_and_points_back_past_the_bound(space):
+    """Past ``max_out`` the loss is the loss at the bound in every term, and its gradient still
+    pulls the output back towards the targets. (Clamping inside exp only made the ratio-space
+    gradient vanish there and left the Poisson term -r * out rewarding larger outputs.)"""
+    from gtlkit.losses import ratio_regression_loss
+
+    log_r = torch.zeros(4)
+    at_bound = ratio_regression_loss(torch.full((4,), 30.0), log_r, space, max_out=30.0)
+    out = torch.full((4,), 35.0, requires_grad=True)
+    loss = ratio_regression_loss(out, log_r, space, max_out=30.0)
+    assert torch.isfinite(loss) and float(loss) == pytest.approx(float(at_bound), rel=1e-6)
+    (grad,) = torch.autograd.grad(loss, out)
+    assert (grad > 0).all()  # descent lowers the output towards log r = 0
+    low = torch.full((4,), -35.0, requires_grad=True)
+    (grad,) = torch.autograd.grad(ratio_regression_loss(low, log_r, space, max_out=30.0), low)
+    assert (grad <= 0).all()  # and never pushes a low output further down
+    # plain gradient descent from far past the bound comes back inside it
+    x = torch.full((4,), 40.0, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([x], lr=1.0)
+    for _ in range(60):
+        opt.zero_grad()
+        ratio_regression_loss(x, log_r.double(), space, max_out=30.0).backward()
+        opt.step()
+    assert float(x.max()) < 30.0
+
+
+def test_regression_loss_is_finite_at_the_default_bound():
+    from gtlkit.losses import ratio_regression_loss
+
+    for space in ("ratio", "poisson", "log"):
+        big = ratio_regression_loss(torch.full((2,), 1e4), torch.full((2,), 20.0), space)
+        assert torch.isfinite(big)

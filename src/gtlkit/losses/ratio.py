@@ -46,22 +46,42 @@ def bce_loss(logits: Tensor, labels: Tensor, weights: Tensor | None = None) -> T
     return (loss * weights).sum() / weights.sum()
 
 
+def _clamp_pass_gradient(x: Tensor, lo: float, hi: float) -> Tensor:
+    """``x`` clamped to ``[lo, hi]`` in value, with the identity's gradient.
+
+    A loss evaluated at the clamped value then still sees the direction back into range: a
+    plain ``clamp`` has zero gradient outside it, so a net output that has crossed the bound
+    would stay there.
+    """
+    return x + (x.clamp(lo, hi) - x).detach()
+
+
 def ratio_regression_loss(
-    out: Tensor, log_r: Tensor, space: str, log_norm: float = 0.0, max_out: float = 30.0
+    out: Tensor, log_r: Tensor, space: str, log_norm: float = 0.0, max_out: float = 40.0
 ) -> Tensor:
-    """Regression of a net output ``out [B]`` on clean log-ratios ``log_r [B]`` (see module doc).
+    """Regression of a net output ``out [B]`` on clean log-ratios ``log_r [B]`` (module doc).
 
     ``log_norm = log c`` divides the ratio targets by ``c`` (``"ratio"``/``"poisson"``); the
-    net's output then estimates ``log h - log c``. ``exp(out)`` is taken of ``out`` clamped at
-    ``max_out`` to keep the loss finite.
+    net's output then estimates ``log h - log c``. Computed in float64. ``out`` is clamped ONCE to
+    ``[-max_out, max_out]`` and that value is used in every term of every space (so
+    ``exp`` stays finite and the loss is one function of one number), with the gradient
+    passed through the clamp: past the bound the gradient still points back towards the
+    targets (``exp(out) > r`` pulls ``out`` down in both ratio and Poisson space), instead of
+    vanishing (a plain clamp inside ``exp`` alone) or running away (the Poisson term ``-r out``
+    on the unclamped output keeps rewarding larger ``out``). Keep ``max_out`` above the largest
+    ``|log r - log c|`` (``fit_ratio`` clips ``|log r|`` at ``max_log_ratio``, so ``log r - log
+    c`` stays within ``2 * max_log_ratio``), and below 44 so that the ratio-space loss
+    ``exp(2 * max_out)`` and its gradient stay finite in float32.
     """
     check_scalar_output(out, log_r, "ratio_regression_loss")
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+    o = _clamp_pass_gradient(out.double(), -max_out, max_out)
+    log_r = log_r.double()
     if space == "log":
-        return ((out - log_r) ** 2).mean()
+        return ((o - log_r) ** 2).mean().to(out.dtype)
     r = torch.exp(log_r - log_norm)
-    e = torch.exp(out.clamp(max=max_out))
+    e = torch.exp(o)
     if space == "ratio":
-        return ((e - r) ** 2).mean()
-    if space == "poisson":
-        return (e - r * out).mean()
-    raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+        return ((e - r) ** 2).mean().to(out.dtype)
+    return (e - r * o).mean().to(out.dtype)

@@ -146,17 +146,22 @@ class EnumeratedDistribution:
         """
         o = onehot.to(torch.float64)
         B, L, S = o.shape
+        V = self.vocab_size
         if S != process.num_states or L != self.seq_len:
             raise ValueError(f"onehot must be [B, {self.seq_len}, {process.num_states}]")
-        hit = o[:, torch.arange(L)[None, :], self.seqs]  # [B, N, L]: weight on x_l at l
         if isinstance(process, MaskedProcess):
-            per_pos = hit + o[:, None, :, process.mask_id]  # revealed as x_l, or masked
+            w = o[..., :V] + o[..., process.mask_id : process.mask_id + 1]  # [B, L, V]
         else:
             a = process.schedule.alpha(torch.as_tensor(t, dtype=torch.float64).cpu())
-            a = a.expand(B) if a.dim() == 0 else a
-            total = o.sum(-1)[:, None, :]  # [B, 1, L]
-            per_pos = a[:, None, None] * hit + (1 - a[:, None, None]) / S * total
-        return per_pos.prod(-1) @ self.probs  # [B]
+            a = (a.expand(B) if a.dim() == 0 else a)[:, None, None]
+            w = a * o + (1 - a) / V * o.sum(-1, keepdim=True)  # k_t(z_l | x_l = v) in soft form
+        # contract p(x_1, ..., x_L) with w_1 (x) ... (x) w_L one position at a time
+        out = self.probs.reshape(1, V, -1).expand(B, V, V ** (L - 1))
+        for pos in range(L):
+            out = torch.einsum("bv,bvr->br", w[:, pos], out)  # [B, V^(L - pos - 1)]
+            if pos < L - 1:
+                out = out.reshape(B, V, -1)
+        return out.reshape(B)
 
     # -- tabulated lookups -----------------------------------------------------------------
     def _direct(self, z: Tensor, t: Tensor, process: Process) -> tuple[Tensor, Tensor]:
@@ -191,6 +196,9 @@ class EnumeratedDistribution:
         if isinstance(process, MaskedProcess):  # the posterior does not depend on t
             marg, post = self._table(process, None)
             return marg[idx], post[idx]
+        if B == 0 or bool((tt == tt[0]).all()):  # one time for the whole batch (samplers)
+            marg, post = self._table(process, float(tt[0]) if B else 0.5)
+            return marg[idx], post[idx]
         times = torch.unique(tt)
         if len(times) > _MAX_TIMES:
             return self._direct(z, tt, process)
@@ -222,19 +230,23 @@ class OracleLogRatio:
     """Exact ``log h_t(z) = log q_t(z) - log p_t(z)`` for target ``q`` and source ``p``.
 
     ``__call__(x_t LongTensor[B, L], t FloatTensor[B]) -> FloatTensor[B]`` (float64, on
-    ``x_t``'s device) is ``-inf`` where ``q_t(z) = 0`` (a source marginal of zero is floored at
-    ``1e-300``). :meth:`log_ratio_soft` is the same on one-hot rows and differentiable, for
-    Taylor guidance.
+    ``x_t``'s device) is ``-inf`` where ``q_t(z) = 0``. Where the source has no mass
+    (``p_t(z) = 0 < q_t(z)``, ``h = +inf``) the source marginal is floored at ``1e-30``: a
+    finite cap far below the ``1e-300`` floor of :func:`exact_denoiser`'s probabilities, so
+    guidance (``gamma`` below about 10) cannot lift a token the exact denoiser rules out.
+    :meth:`log_ratio_soft` is the same on one-hot rows and differentiable, for Taylor guidance.
     """
+
+    source_floor = 1e-30
 
     def __init__(
         self, target: EnumeratedDistribution, source: EnumeratedDistribution, process: Process
     ):
         self.target, self.source, self.process = target, source, process
 
-    @staticmethod
-    def _log_ratio(q: Tensor, p: Tensor) -> Tensor:
-        return torch.where(q > 0, q.clamp_min(1e-300).log(), -torch.inf) - p.clamp_min(1e-300).log()
+    def _log_ratio(self, q: Tensor, p: Tensor) -> Tensor:
+        log_q = torch.where(q > 0, q.clamp_min(1e-300).log(), -torch.inf)
+        return log_q - p.clamp_min(self.source_floor).log()
 
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
         q = self.target.marginal(x_t, t, self.process)

@@ -15,7 +15,12 @@
   distribution as scoring every masked position (``lazy=False``, the naive cost).
 
 Both take any callable ``denoiser(x_t [B, L], t [B]) -> logits [B, L, V]`` and optional
-``log_ratio(x_t [B, L], t [B]) -> [B]``; the mask id is ``V``.
+``log_ratio(x_t [B, L], t [B]) -> [B]``; the mask id is ``V``. ``top_k`` keeps the ``k`` most
+likely tokens under the denoiser as the only candidates (the others get probability zero).
+The guided conditional is normalised over the candidates, so ``log h(z)`` itself is never
+needed: a candidate with ``h = 0`` gets zero mass at every ``gamma > 0``, a current state with
+``h = 0`` is harmless, and a position whose every candidate has ``h = 0`` raises, naming the
+state. The exact laws of both samplers are computed in :mod:`gtlkit.sampling.laws`.
 """
 
 from __future__ import annotations

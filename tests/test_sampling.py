@@ -8,86 +8,44 @@ import math
 import pytest
 import torch
 
+from _sampling_common import (
+    L,
+    V,
+    _tv,
+    assert_matches_law,
+    left_to_right,
+    make_problem,
+    masked_oracles,
+    target_with_zeros,
+    tv_noise,
+)
 from gtlkit.oracle import (
     EnumeratedDistribution,
     all_sequences,
     empirical_tv,
     exact_denoiser,
     exact_log_ratio,
-    sequence_index,
 )
 from gtlkit.processes import MaskedProcess, UniformProcess
 from gtlkit.sampling import (
     SAMPLERS,
     SamplerSpec,
     filter_logits,
-    get_planner,
     register_sampler,
     sample,
     sample_categorical,
     select_positions,
 )
 from gtlkit.sampling.laws import (
-    ancestral_sampler_law,
     ctmc_sampler_law,
-    joint_reveal_tv_bound,
     planned_sampler_law,
 )
 from gtlkit.types import SampleStats
 
-V, L = 3, 4
-
 
 @pytest.fixture(scope="module")
 def problem():
-    g = torch.Generator().manual_seed(0)
-    p = EnumeratedDistribution.random(V, L, g)
-    q = EnumeratedDistribution.random(V, L, g)
-    return p, q
-
-
-def masked_oracles(p, q):
-    proc = MaskedProcess(V)
-    return exact_denoiser(p, proc), exact_log_ratio(q, p, proc)
-
-
-def tv_noise(n: int, probs: torch.Tensor) -> float:
-    """Expected TV of an n-sample empirical law from ``probs`` (normal approximation)."""
-    return 0.5 * float((torch.sqrt(2 * probs * (1 - probs) / (math.pi * n))).sum())
-
-
-def _tv(a: torch.Tensor, b: torch.Tensor) -> float:
-    return 0.5 * float((a - b).abs().sum())
-
-
-def chi2_limit(dof: int, z: float = 3.719) -> float:
-    """Upper 1e-4 quantile of chi-square(dof), by the Wilson-Hilferty approximation."""
-    c = 2.0 / (9.0 * dof)
-    return dof * (1.0 - c + z * math.sqrt(c)) ** 3
-
-
-def assert_matches_law(samples: torch.Tensor, law: torch.Tensor, what: str = "") -> None:
-    """Samples [N, L] are draws from ``law`` [V^L]: none where it is zero, and a chi-square
-    statistic below its 1e-4 quantile (states with fewer than 5 expected draws pooled).
-
-    With N = 100,000 (L = 4) or 50,000 (L = 3) this rejects a law 0.02 away in TV, even a
-    bias spread proportionally over half the states (the hardest case for the statistic), see
-    ``test_law_check_rejects_a_0_02_tv_bias``.
-    """
-    vocab = round(law.numel() ** (1 / samples.shape[1]))
-    counts = torch.bincount(sequence_index(samples, vocab), minlength=law.numel()).double()
-    n = samples.shape[0]
-    outside = int(counts[law <= 0].sum())
-    assert outside == 0, f"{what}: {outside} samples on states the law gives no mass"
-    expected = n * law
-    big, small = expected >= 5, (expected < 5) & (law > 0)
-    obs = torch.cat([counts[big], counts[small].sum().view(1)])
-    exp = torch.cat([expected[big], expected[small].sum().view(1)])
-    obs, exp = obs[exp > 0], exp[exp > 0]
-    chi2 = float(((obs - exp) ** 2 / exp).sum())
-    limit = chi2_limit(len(exp) - 1)
-    tv = empirical_tv(samples, law, vocab)
-    assert chi2 < limit, f"{what}: chi2 {chi2:.1f} >= {limit:.1f} ({len(exp) - 1} dof), TV {tv:.4f}"
+    return make_problem()
 
 
 def test_oracle_problem_is_not_trivial(problem):
@@ -202,15 +160,11 @@ def test_ctmc_guided_law_approaches_the_target_and_counts_its_rows(problem):
     assert stats["ratio_rows"] == 5 * n * (L * 1 + 1)
 
 
-def _left_to_right(x_t, log_probs, t, generator):
-    return -torch.arange(x_t.shape[1], dtype=torch.float64).expand(x_t.shape).clone()
-
-
 @pytest.mark.parametrize("k", [2, 3])
 def test_top_k_sampler_matches_its_exact_law(problem, k):
     p, q = problem
     den, lr = masked_oracles(p, q)
-    law = planned_sampler_law(den, V, L, log_ratio=lr, top_k=k, planner=_left_to_right)
+    law = planned_sampler_law(den, V, L, log_ratio=lr, top_k=k, planner=left_to_right)
     assert abs(float(law.sum()) - 1) < 1e-9
     n = 100_000
     x, stats = sample(
@@ -220,7 +174,7 @@ def test_top_k_sampler_matches_its_exact_law(problem, k):
         V,
         log_ratio=lr,
         top_k=k,
-        planner=_left_to_right,
+        planner=left_to_right,
         generator=torch.Generator().manual_seed(9),
         batch_size=n,
     )
@@ -530,19 +484,10 @@ def test_unguided_ancestral_sampler_with_many_steps_reproduces_source(problem):
 # --------------------------------------------------------------------------------------------
 
 
-def _target_with_zeros(p: EnumeratedDistribution) -> EnumeratedDistribution:
-    """A target that puts no mass on sequences with token 2 at position 1 (and a few others)."""
-    seqs = all_sequences(V, L)
-    probs = p.probs.clone() * torch.linspace(0.2, 3.0, len(seqs), dtype=torch.float64)
-    probs[seqs[:, 1] == 2] = 0.0
-    probs[(seqs[:, 0] == 0) & (seqs[:, 3] == 1)] = 0.0
-    return EnumeratedDistribution(probs, V, L)
-
-
 @pytest.mark.parametrize("sampler", ["planned", "ancestral"])
 def test_a_state_whose_every_candidate_has_h_zero_raises_naming_it(problem, sampler):
     p, _ = problem
-    den, lr = masked_oracles(p, _target_with_zeros(p))
+    den, lr = masked_oracles(p, target_with_zeros(p))
     x_init = torch.full((6, L), V)
     x_init[:, 1] = 2  # q(U) = 0: every completion is impossible under the target
     with pytest.raises(ValueError, match=r"\[_, 2, _, _\].*h = 0"):
@@ -692,181 +637,3 @@ def test_sample_returns_typed_stats_that_still_read_like_a_dict(problem):
     assert dict(s) == s.as_dict() and s.as_dict()["denoiser_calls"] == s.denoiser_calls
     with pytest.raises(KeyError):
         s["no_such_counter"]
-
-
-# --------------------------------------------------------------------------------------------
-# Every sampler against its own exact law (gtlkit.sampling.laws), where that law is not q
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def problem3():
-    """A source/target pair on V = 3, L = 3 (27 sequences) for the CTMC, whose steps cost more."""
-    g = torch.Generator().manual_seed(5)
-    return EnumeratedDistribution.random(V, 3, g), EnumeratedDistribution.random(V, 3, g)
-
-
-def _shifted(law: torch.Tensor, tv: float, seed: int) -> torch.Tensor:
-    """``law`` with mass ``tv`` moved proportionally from a random half of the states to the
-    other half: exactly ``tv`` away in TV, and the hardest such shift for a chi-square test."""
-    order = torch.randperm(law.numel(), generator=torch.Generator().manual_seed(seed))
-    in_a = torch.zeros(law.numel(), dtype=torch.bool)
-    in_a[order[(law[order].cumsum(0) < 0.5)]] = True
-    a, b = law * in_a, law * ~in_a
-    return law + tv * (a / a.sum() - b / b.sum())
-
-
-@pytest.mark.parametrize(("length", "n"), [(4, 100_000), (3, 50_000)])
-def test_law_check_rejects_a_0_02_tv_bias(length, n):
-    dist = EnumeratedDistribution.random(V, length, torch.Generator().manual_seed(length))
-    for seed in range(3):
-        g = torch.Generator().manual_seed(seed)
-        assert_matches_law(dist.sample(n, g), dist.probs, "draws from the law itself")
-        biased = EnumeratedDistribution(_shifted(dist.probs, 0.02, seed), V, length)
-        assert _tv(biased.probs, dist.probs) == pytest.approx(0.02)
-        with pytest.raises(AssertionError, match="chi2"):
-            assert_matches_law(biased.sample(n, g), dist.probs)
-
-
-def test_the_exact_laws_agree_with_the_method_where_it_is_exact(problem):
-    """The law routines themselves: q at gamma = 1 for any planner, p at gamma = 0; many
-    ancestral steps approach q; all positions at once (m = L) meets the bias bound exactly."""
-    p, q = problem
-    den, lr = masked_oracles(p, q)
-    for planner in ("random", _left_to_right, get_planner("confidence")):
-        assert _tv(planned_sampler_law(den, V, L, log_ratio=lr, planner=planner), q.probs) < 1e-12
-        assert _tv(planned_sampler_law(den, V, L, log_ratio=lr, gamma=0.0), p.probs) < 1e-12
-    assert _tv(ancestral_sampler_law(den, V, L, steps=64, log_ratio=lr), q.probs) < 0.01
-    all_at_once = planned_sampler_law(den, V, L, log_ratio=lr, positions_per_step=L)
-    assert _tv(all_at_once, q.probs) == pytest.approx(joint_reveal_tv_bound(q, L), abs=1e-12)
-    assert joint_reveal_tv_bound(q, 1) == 0.0
-
-
-@pytest.mark.parametrize("gamma", [0.5, 2.0])
-@pytest.mark.parametrize("planner", ["random", "left_to_right"])
-def test_planned_guided_sampler_matches_its_exact_law_at_gamma(problem, gamma, planner):
-    """At gamma != 1 the planned sampler's law is neither q nor p (q/p)^gamma normalised: it
-    depends on the order. Samples must match the law enumerated from its own transitions."""
-    p, q = problem
-    den, lr = masked_oracles(p, q)
-    plan = _left_to_right if planner == "left_to_right" else "random"
-    law = planned_sampler_law(den, V, L, log_ratio=lr, gamma=gamma, planner=plan)
-    tilted = p.probs * (q.probs / p.probs) ** gamma
-    assert _tv(law, q.probs) > 0.05 and _tv(law, tilted / tilted.sum()) > 0.03
-    n = 100_000
-    x, _ = sample(
-        den,
-        n,
-        L,
-        V,
-        log_ratio=lr,
-        gamma=gamma,
-        planner=plan,
-        generator=torch.Generator().manual_seed(31),
-        batch_size=n,
-    )
-    assert_matches_law(x, law, f"planned, gamma {gamma}, {planner}")
-
-
-@pytest.mark.parametrize("gamma", [0.5, 2.0])
-def test_planned_sampler_with_h_zero_states_matches_its_law_and_avoids_them(problem, gamma):
-    p, _ = problem
-    q0 = _target_with_zeros(p)
-    den, lr = masked_oracles(p, q0)
-    law = planned_sampler_law(den, V, L, log_ratio=lr, gamma=gamma, top_k=2)
-    assert float(law[q0.probs == 0].sum()) == 0.0
-    n = 100_000
-    x, _ = sample(
-        den,
-        n,
-        L,
-        V,
-        log_ratio=lr,
-        gamma=gamma,
-        top_k=2,
-        generator=torch.Generator().manual_seed(32),
-        batch_size=n,
-    )
-    assert float(q0.log_prob(x).exp().min()) > 0  # never a sequence the target excludes
-    assert_matches_law(x, law, f"h = 0 states, gamma {gamma}")
-
-
-def test_ancestral_top_k_sampler_matches_its_exact_law(problem):
-    p, q = problem
-    den, lr = masked_oracles(p, q)
-    kw = dict(log_ratio=lr, steps=3, top_k=2, gamma=1.5)
-    law = ancestral_sampler_law(den, V, L, **kw)
-    assert _tv(law, q.probs) > 0.05  # coarse steps and the cut: far from the target
-    n = 100_000
-    x, _ = sample(
-        den,
-        n,
-        L,
-        V,
-        sampler="ancestral",
-        generator=torch.Generator().manual_seed(33),
-        batch_size=n,
-        **kw,
-    )
-    assert_matches_law(x, law, "ancestral top-k")
-
-
-@pytest.mark.parametrize("m", [2, 3])
-def test_many_positions_per_step_match_their_law_within_the_stated_bias_bound(problem, m):
-    """Revealing m > 1 positions per step from per-position guided conditionals is biased even
-    with the exact denoiser and h. Its exact law is enumerated and the samples match it; its TV
-    from q is real (0.18 for m = 2, 0.14 for m = 3 on this problem) and below the hybrid bound
-    sum_steps E TV(q(x_S | U), prod q(x_l | U)) (0.29 and 0.19)."""
-    p, q = problem
-    den, lr = masked_oracles(p, q)
-    law = planned_sampler_law(den, V, L, log_ratio=lr, positions_per_step=m)
-    bias, bound = _tv(law, q.probs), joint_reveal_tv_bound(q, m)
-    assert 0.05 < bias <= bound + 1e-12, (bias, bound)
-    n = 100_000
-    x, stats = sample(
-        den,
-        n,
-        L,
-        V,
-        log_ratio=lr,
-        positions_per_step=m,
-        generator=torch.Generator().manual_seed(34),
-        batch_size=n,
-    )
-    assert stats["steps"] == math.ceil(L / m)
-    assert_matches_law(x, law, f"{m} positions per step")
-
-
-@pytest.mark.parametrize(
-    "kw",
-    [
-        {"log_ratio": True, "top_k": 1},
-        {"log_ratio": True, "guidance": "taylor", "gamma": 2.0},
-        {"log_ratio": True, "method": "euler", "top_k": 1, "gamma": 0.5},
-        {"method": "euler"},
-    ],
-    ids=["top1", "taylor", "euler-top1-gamma0.5", "unguided-euler"],
-)
-def test_ctmc_matches_its_exact_law(problem3, kw):
-    """The CTMC sampler after 8 steps (far from its small-step limit) against the exact law of
-    that 8-step chain: top-k cut (non-candidates get rate zero), Taylor guidance, Euler."""
-    p, q = problem3
-    proc = UniformProcess(V)
-    den = exact_denoiser(p, proc)
-    kw = dict(kw, steps=8)
-    if kw.pop("log_ratio", False):
-        kw["log_ratio"] = exact_log_ratio(q, p, proc)
-    law = ctmc_sampler_law(den, proc, 3, **kw)
-    n = 50_000
-    x, _ = sample(
-        den,
-        n,
-        3,
-        V,
-        process=proc,
-        sampler="ctmc",
-        generator=torch.Generator().manual_seed(35),
-        batch_size=n,
-        **kw,
-    )
-    assert_matches_law(x, law, f"ctmc {kw}")

@@ -258,7 +258,9 @@ def test_classifier_prior_correction(balance):
     seqs = all_sequences(2, 2)
     source = seqs.repeat_interleave((p * 400).long(), dim=0)  # 400 rows, law exactly p
     target = seqs.repeat_interleave((q * 100).long(), dim=0)  # 100 rows, law exactly q
-    cfg = tiny_config(balance=balance, classifier_steps=250, lr=1e-2, d_model=16)
+    # "weighted" sees a quarter as many target rows per step as "batch": it needs more steps
+    steps = 600 if balance == "weighted" else 250
+    cfg = tiny_config(balance=balance, classifier_steps=steps, lr=1e-2, d_model=16)
     net_cfg = make_net_config(cfg, 2, 2, time_conditioning=False)
     clf, metrics = train_domain_classifier(source, target, net_cfg, cfg)
     exact = (q / p).log()
@@ -271,6 +273,29 @@ def test_classifier_prior_correction(balance):
     assert torch.allclose(clf.logit(seqs), exact.float() + expected_prior, atol=0.2)
     assert metrics["on"] == "train" and 0.5 < metrics["auroc"] <= 1.0
     assert 0.0 <= metrics["ece"] <= 0.2 and 0.0 <= metrics["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("imbalance", [100, 500])
+def test_weighted_balance_prior_log_odds_at_strong_imbalance(imbalance):
+    """V = 2, L = 2, exact laws, N_s = imbalance * N_t: balance="weighted" must give log q/p.
+
+    The old pooled batches with weights normalised by the batch's weight sum came out at
+    -0.4 (100:1) and -2.7 (500:1) on average: most batches held no target row, and a batch
+    that held one gave it a weight share far from its share of the data. With the weights
+    fixed but one target row per batch the log-odds still wandered by up to 1.2 nats.
+    """
+    p = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    q = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    seqs = all_sequences(2, 2)
+    source = seqs.repeat_interleave((p * 100 * imbalance).long(), dim=0)
+    target = seqs.repeat_interleave((q * 100).long(), dim=0)  # 100 rows
+    cfg = tiny_config(balance="weighted", classifier_steps=300, lr=1e-2, d_model=16, ema_decay=0.99)
+    clf, metrics = train_domain_classifier(source, target, make_net_config(cfg, 2, 2, False), cfg)
+    err = clf.log_ratio_clean(seqs) - (q / p).log()
+    print(f"\n[{imbalance}:1] corrected - exact log q/p: {err.tolist()}")
+    assert metrics["prior_log_odds"] == 0.0
+    assert abs(float((p * err).sum())) < 0.15 and abs(float((q * err).sum())) < 0.15
+    assert float(err.abs().max()) < 0.4
 
 
 def test_classifier_metrics_with_exact_and_miscalibrated_ratios(problem):

@@ -38,12 +38,20 @@ def check_scalar_output(out: Tensor, target: Tensor, what: str) -> None:
 
 
 def bce_loss(logits: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
-    """(Weighted) mean binary cross-entropy; ``logits, labels, weights: [B]``."""
+    """Mean binary cross-entropy of ``logits [B]`` against ``labels [B]`` in ``{0, 1}``.
+
+    With ``weights [B]`` the loss is ``mean_b(w_b * bce_b)``: normalised by the batch size, not
+    by the batch's weight sum, so that it is an unbiased estimate of the weighted loss on the
+    whole data set when the weights average 1 over it. (Dividing by the batch's weight sum
+    instead biases the fit whenever a batch holds few rows of the up-weighted class: at 100:1
+    class imbalance most batches then hold none, and the prior log-odds come out negative.)
+    """
     check_scalar_output(logits, labels, "bce_loss")
     loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
     if weights is None:
         return loss.mean()
-    return (loss * weights).sum() / weights.sum()
+    check_scalar_output(loss, weights, "bce_loss weights")
+    return (loss * weights.to(loss.dtype)).mean()
 
 
 def _clamp_pass_gradient(x: Tensor, lo: float, hi: float) -> Tensor:

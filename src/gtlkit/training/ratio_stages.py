@@ -124,6 +124,13 @@ def _on(val: tuple[Tensor, Tensor] | None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _weighted_target_rows(cfg: RatioConfig, n_s: int, n_t: int) -> int:
+    """Target rows per batch of ``balance="weighted"``: the target's share of ``batch_size``
+    source rows, at least ``batch_size / 8`` (and at least one): with fewer, the few target
+    rows of each batch make the fit so noisy that the log-odds wander by a nat at 500:1."""
+    return max(1, round(cfg.batch_size * n_t / n_s), cfg.batch_size // 8)
+
+
 def train_domain_classifier(
     source: Tensor,
     target: Tensor,
@@ -137,41 +144,54 @@ def train_domain_classifier(
     ``source [N_s, L]`` and ``target [N_t, L]`` are the training rows, ``val`` optional held-out
     ``(source, target)`` rows for metrics (the training rows otherwise, flagged in
     ``metrics["on"]``). ``cfg.balance`` fixes the class prior seen in training and hence the
-    recorded ``prior_log_odds`` (0 for ``"batch"`` and ``"weighted"``, ``log(N_t / N_s)`` for
-    ``"frequency"``).
+    recorded ``prior_log_odds``:
+
+    * ``"batch"``: every step ``batch_size`` source rows and as many target rows (drawn with
+      replacement); prior 0.
+    * ``"weighted"``: every step ``batch_size`` source rows and the target's natural share
+      ``round(batch_size * N_t / N_s)`` of target rows, at least ``batch_size / 8``, weighted
+      so that each class carries half of every batch's loss; prior 0. Each batch is balanced in
+      expectation AND in fact: a pooled batch with class weights normalised by the batch's
+      weight sum, or one that often holds no target row at all, biases the prior (at 500:1
+      the corrected log-odds came out at -2).
+    * ``"frequency"``: the pooled rows unweighted; prior ``log(N_t / N_s)``.
     """
     if net_config.time_conditioning:
         net_config = dataclasses.replace(net_config, time_conditioning=False)
     net = _build(net_config, cfg, "classifier")
     n_s, n_t = source.shape[0], target.shape[0]
     tcfg = cfg.train_config(cfg.classifier_steps, seed_offset=_SEEDS["classifier"][1])
-    if cfg.balance == "batch":
+    target_cpu = target.cpu()
+    if cfg.balance in ("batch", "weighted"):
         prior = 0.0
-        target_cpu = target.cpu()
+        # "batch": as many target rows as source rows per step; "weighted": the target's
+        # natural share of a batch (at least one row), up-weighted so that each class carries
+        # half of the loss in every batch
+        k = cfg.batch_size if cfg.balance == "batch" else _weighted_target_rows(cfg, n_s, n_t)
 
         def loss_fn(model, batch, generator):
             xs = batch[0] if isinstance(batch, (tuple, list)) else batch  # [B, L] source rows
-            xt = _draw_rows(target_cpu, xs.shape[0], generator, xs.device)  # [B, L] target
-            logits = model(torch.cat([xs, xt]), None)  # [2B]
-            labels = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(logits.device)
-            return bce_loss(logits, labels)
+            B = xs.shape[0]
+            kb = k * B // cfg.batch_size if cfg.balance == "batch" else k  # per process
+            xt = _draw_rows(target_cpu, max(kb, 1), generator, xs.device)  # [k, L] target
+            logits = model(torch.cat([xs, xt]), None)  # [B + k]
+            labels = torch.cat([torch.zeros(B), torch.ones(len(xt))]).to(logits.device)
+            n = B + len(xt)
+            weights = torch.cat(
+                [torch.full((B,), n / (2.0 * B)), torch.full((len(xt),), n / (2.0 * len(xt)))]
+            ).to(logits.device)
+            return bce_loss(logits, labels, weights)
 
         data = source
     else:
+        prior = math.log(n_t / n_s)
         x = torch.cat([source, target])
         y = torch.cat([torch.zeros(n_s), torch.ones(n_t)])
-        if cfg.balance == "weighted":
-            prior = 0.0
-            w_pos, w_neg = (n_s + n_t) / (2.0 * n_t), (n_s + n_t) / (2.0 * n_s)
-        else:
-            prior = math.log(n_t / n_s)
-            w_pos = w_neg = 1.0
 
         def loss_fn(model, batch, generator):
             xb, yb = batch  # [B, L], [B]
             logits = model(xb, None)
-            weights = torch.where(yb > 0.5, w_pos, w_neg).to(logits.device)
-            return bce_loss(logits, yb.to(logits.device), weights)
+            return bce_loss(logits, yb.to(logits.device))
 
         data = (x, y)
     result = train(net, loss_fn, data, tcfg, out_dir=_stage_dir(out_dir, "classifier"))

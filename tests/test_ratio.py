@@ -701,3 +701,22 @@ def test_fit_ratio_validation_rows_stages_and_errors(problem):
         fit_ratio(src, tgt, process, cfg, val_source=src[:10])
     with pytest.raises(ValueError, match="length"):
         fit_ratio(src, tgt, process, cfg, val_source=src[:10], val_target=tgt[:5, :2])
+
+
+def test_uniform_noise_needs_time_conditioning(problem):
+    """Under uniform noise h_t depends on t: a net without time input is refused, and the
+    default (time_conditioning=None) turns it on there and off for masked diffusion."""
+    src, tgt = problem["source"][:300], problem["target"][:60]
+    cfg = small_fit_config(estimator="noisy_classifier", cycle_weight=0.0, noisy_steps=2)
+    with pytest.raises(ValueError, match="time_conditioning=True"):
+        fit_ratio(src, tgt, UniformProcess(V), cfg.replace(time_conditioning=False))
+    untimed = make_net_config(cfg, V, L, time_conditioning=False)
+    with pytest.raises(ValueError, match="time_conditioning=True"):
+        train_noisy_classifier(src, tgt, UniformProcess(V), untimed, cfg)
+    with pytest.raises(ValueError, match="time_conditioning=True"):
+        train_ratio_net(src, UniformProcess(V), clean_log_ratio(problem), untimed, cfg)
+    assert cfg.time_conditioning is None
+    b = fit_ratio(src, tgt, UniformProcess(V), cfg)
+    assert b.log_ratio.net.config.time_conditioning
+    b = fit_ratio(src, tgt, MaskedProcess(V), cfg)
+    assert not b.log_ratio.net.config.time_conditioning

@@ -473,6 +473,20 @@ def test_train_denoiser_rejects_bad_setups():
         train_denoiser(denoiser_net(), UniformProcess(4), train_x, cfg)
     with pytest.raises(ValueError, match="vocab_size"):
         train_denoiser(denoiser_net(), MaskedProcess(5), train_x, cfg)
+    untimed = DenoiserNet(
+        TransformerConfig(
+            vocab_size=4,
+            seq_len=16,
+            d_model=16,
+            n_layers=1,
+            n_heads=2,
+            cond_dim=16,
+            time_conditioning=False,
+        ),
+        subs=False,
+    )
+    with pytest.raises(ValueError, match="time_conditioning=True"):
+        train_denoiser(untimed, UniformProcess(4), train_x, cfg)
     with pytest.raises(ValueError, match=r"ids must lie in \[0, 4\)"):
         train_denoiser(denoiser_net(), MaskedProcess(4), train_x.clamp(max=3) + 1, cfg)
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from gtlkit import losses
-from gtlkit.processes import Process, UniformProcess
+from gtlkit.processes import MaskedProcess, Process, UniformProcess
 from gtlkit.training.loop import TrainConfig, TrainResult, train
 
 __all__ = ["evaluate_nelbo", "train_denoiser"]
@@ -120,6 +120,17 @@ def train_denoiser(
     ):
         raise ValueError(
             f"model vocab_size={config.vocab_size} but process vocab_size={process.vocab_size}"
+        )
+    if (
+        not isinstance(process, MaskedProcess)
+        and config is not None
+        and getattr(config, "time_conditioning", True) is False
+    ):
+        raise ValueError(
+            f"a denoiser without time input (time_conditioning=False) with "
+            f"{type(process).__name__}: under this noise the posterior p(x0 | z_t) depends on "
+            "t; build the model with time_conditioning=True (only masked diffusion can do "
+            "without it)"
         )
     if isinstance(process, UniformProcess) and getattr(model, "subs", False):
         raise ValueError(

@@ -41,7 +41,11 @@ from gtlkit.metrics.ratio import (
 )
 from gtlkit.nn import build_scalar_net
 from gtlkit.processes import MaskedProcess, Process
-from gtlkit.training.ratio_config import RatioConfig, make_net_config
+from gtlkit.training.ratio_config import (
+    RatioConfig,
+    make_net_config,
+    resolve_time_conditioning,
+)
 from gtlkit.training.ratio_stages import (
     check_sequences,
     split_holdout,
@@ -158,7 +162,8 @@ def fit_ratio(
     max_params = None
     if denoiser_params is not None and cfg.max_param_fraction is not None:
         max_params = int(cfg.max_param_fraction * denoiser_params)
-    net_cfg = make_net_config(cfg, V, L, cfg.time_conditioning, max_params)
+    time_conditioning = resolve_time_conditioning(cfg.time_conditioning, process)
+    net_cfg = make_net_config(cfg, V, L, time_conditioning, max_params)
     src_tr, tgt_tr, vs, vt, on = _rows(source, target, val_source, val_target, cfg, V)
     val = (vs, vt) if on == "held_out" else None
     resolved = {

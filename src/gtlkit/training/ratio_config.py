@@ -9,7 +9,15 @@ from gtlkit.losses.ratio import SPACES
 from gtlkit.nn import SCALAR_ARCHS, TransformerConfig, build_scalar_net
 from gtlkit.training.loop import TrainConfig
 
-__all__ = ["BALANCES", "ESTIMATORS", "SPACES", "RatioConfig", "make_net_config"]
+__all__ = [
+    "BALANCES",
+    "ESTIMATORS",
+    "SPACES",
+    "RatioConfig",
+    "check_time_conditioning",
+    "make_net_config",
+    "resolve_time_conditioning",
+]
 
 ESTIMATORS = ("regression", "noisy_classifier")
 BALANCES = ("batch", "weighted", "frequency")
@@ -26,8 +34,10 @@ class RatioConfig(ConfigBase):
     per-position readout), ``d_model``, ``n_layers``, ``n_heads``; with ``denoiser_params``
     given to ``fit_ratio`` they are shrunk until each net has at most ``max_param_fraction`` of
     the denoiser's parameters. ``time_conditioning`` applies to the ratio net and the noisy
-    classifier (optional for masked diffusion, where ``h`` does not depend on ``t``; required
-    for uniform noise); the clean classifier never sees ``t``.
+    classifier: ``None`` (default) decides by the process (off for masked diffusion, where
+    ``h`` does not depend on ``t``; on for every other process), ``True``/``False`` force it;
+    ``False`` with uniform noise, whose ``h_t`` does depend on ``t``, is refused by
+    ``fit_ratio``. The clean classifier never sees ``t``.
 
     Method: ``estimator`` (``"noisy_classifier"``: a classifier of noised source vs noised
     target rows whose logit is ``log h_t``, one stage; ``"regression"``: a clean classifier,
@@ -47,7 +57,7 @@ class RatioConfig(ConfigBase):
     d_model: int = 128
     n_layers: int = 2
     n_heads: int = 4
-    time_conditioning: bool = True
+    time_conditioning: bool | None = None
     max_param_fraction: float | None = 0.1
     classifier_steps: int = 1000
     ratio_steps: int = 2000
@@ -106,6 +116,34 @@ class RatioConfig(ConfigBase):
             log_every=self.log_every,
             seed=self.seed + seed_offset,
             progress=self.progress,
+        )
+
+
+def resolve_time_conditioning(setting: bool | None, process) -> bool:
+    """The time input a ratio net needs: ``setting``, or by default only when ``h_t`` depends on
+    ``t`` (every process but masked diffusion). Refuses ``False`` for such a process."""
+    from gtlkit.processes import MaskedProcess
+
+    masked = isinstance(process, MaskedProcess)
+    tc = (not masked) if setting is None else bool(setting)
+    check_time_conditioning(tc, process, "RatioConfig(time_conditioning=False)")
+    return tc
+
+
+def check_time_conditioning(time_conditioning: bool, process, what: str) -> None:
+    """Raise ``ValueError`` when a net without time input is used with a process that needs one.
+
+    Under masked diffusion the posterior of the clean data given ``z_t`` (and so ``h``) does not
+    depend on ``t``; under uniform noise it does: a net that cannot see ``t`` then learns an
+    average over noise levels (docs/method.md section 3).
+    """
+    from gtlkit.processes import MaskedProcess
+
+    if not time_conditioning and not isinstance(process, MaskedProcess):
+        raise ValueError(
+            f"{what} with {type(process).__name__}: under this noise the posterior, and "
+            "h_t = q_t / p_t, depend on t, so the network needs its time input; use "
+            "time_conditioning=True (only masked diffusion can do without it)"
         )
 
 

@@ -31,7 +31,7 @@ from gtlkit.metrics.ratio import batched, classifier_metrics, noisy_classifier_m
 from gtlkit.nn import TransformerConfig, build_scalar_net
 from gtlkit.processes import Process
 from gtlkit.training.loop import train
-from gtlkit.training.ratio_config import RatioConfig
+from gtlkit.training.ratio_config import RatioConfig, check_time_conditioning
 
 __all__ = [
     "split_holdout",
@@ -232,6 +232,7 @@ def train_noisy_classifier(
     :func:`gtlkit.metrics.noisy_classifier_metrics` (``calibration``) at ``eval_times``, on
     ``val`` or, flagged in ``on``, on the training rows.
     """
+    check_time_conditioning(net_config.time_conditioning, process, "a noisy classifier")
     net = _build(net_config, cfg, "noisy_classifier")
     target_cpu = target.cpu()
     lo, hi = cfg.t_min, cfg.t_max
@@ -288,6 +289,7 @@ def train_ratio_net(
     target rows is added. Metrics: ``log_norm``, clip fraction and, on noised ``val_source``
     rows, ``mean_h_source_noised`` (should be near 1: ``E_p[h_t(z_t)] = 1``).
     """
+    check_time_conditioning(net_config.time_conditioning, process, "a ratio network")
     space = cfg.space
     if source_log_ratio is None:
         log_r = batched(clean_log_ratio, source)  # [N]

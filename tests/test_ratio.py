@@ -575,9 +575,7 @@ def test_poor_overlap_is_reported():
     process = MaskedProcess(V)
     exact = noisy_overlap(exact_log_ratio(q, p, process), process, src, tgt, t=0.5)
     assert not exact["ok"] and exact["ess_fraction_from_target"] < 0.01
-    cfg = small_fit_config(
-        estimator="noisy_classifier", cycle_weight=0.0, classifier_steps=100, noisy_steps=100
-    )
+    cfg = small_fit_config(estimator="noisy_classifier", cycle_weight=0.0, noisy_steps=200)
     with pytest.warns(RuntimeWarning, match="barely overlap"):
         b = fit_ratio(src, tgt, process, cfg)
     assert b.metrics["overlap_warning"] and not b.metrics["overlap"]["ok"]
@@ -720,3 +718,59 @@ def test_uniform_noise_needs_time_conditioning(problem):
     assert b.log_ratio.net.config.time_conditioning
     b = fit_ratio(src, tgt, MaskedProcess(V), cfg)
     assert not b.log_ratio.net.config.time_conditioning
+
+
+def test_regression_targets_are_cross_fitted(monkeypatch):
+    """No source row's regression target comes from a classifier that trained on that row.
+
+    A stand-in classifier returns 1 on the rows it was trained on and 0 elsewhere; the ratio
+    network's targets must then all be 0 (with cross_fit_folds=1 they are all 1: in-sample).
+    """
+    import gtlkit.training.ratio_crossfit as crossfit
+    import gtlkit.training.ratio as ratio_mod
+
+    class Remembers:
+        def __init__(self, rows):
+            self.rows = {tuple(r) for r in rows.tolist()}
+            self.prior_log_odds = 0.0
+
+        def log_ratio_clean(self, x):
+            return torch.tensor([float(tuple(r) in self.rows) for r in x.tolist()])
+
+    def fake_classifier(source, target, net_config, cfg, val=None, out_dir=None, stage="c"):
+        return Remembers(source), {
+            "auroc": 0.5,
+            "accuracy": 0.5,
+            "balanced_accuracy": 0.5,
+            "ece": 0.0,
+            "ece_positive": 0.0,
+        }
+
+    seen = {}
+
+    def spy(source, process, clean_log_ratio, *args, source_log_ratio=None, **kw):
+        labels = source_log_ratio if source_log_ratio is not None else clean_log_ratio(source)
+        seen["labels"] = torch.as_tensor(labels)
+        seen["n"] = len(source)
+        return real(source, process, clean_log_ratio, *args, source_log_ratio=labels, **kw)
+
+    real = ratio_mod.train_ratio_net
+    monkeypatch.setattr(crossfit, "train_domain_classifier", fake_classifier)
+    monkeypatch.setattr(ratio_mod, "train_domain_classifier", fake_classifier, raising=False)
+    monkeypatch.setattr(ratio_mod, "train_ratio_net", spy)
+    src = all_sequences(V, L)  # 81 distinct rows: a row's identity is its content
+    tgt = src[:20]
+    cfg = small_fit_config(cycle_weight=0.0, ratio_steps=2)
+    for folds, expected in ((2, 0.0), (3, 0.0), (1, 1.0)):
+        b = fit_ratio(
+            src,
+            tgt,
+            MaskedProcess(V),
+            cfg.replace(cross_fit_folds=folds),
+            val_source=src[:10],
+            val_target=tgt[:10],
+        )
+        assert seen["n"] == 81 and torch.all(seen["labels"] == expected), (folds, seen)
+        assert b.metrics["classifier"]["cross_fit"]["folds"] == folds
+    with pytest.raises(ValueError, match="cross_fit_folds"):
+        RatioConfig(cross_fit_folds=0)

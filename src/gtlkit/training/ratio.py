@@ -46,6 +46,7 @@ from gtlkit.training.ratio_config import (
     make_net_config,
     resolve_time_conditioning,
 )
+from gtlkit.training.ratio_crossfit import cross_fit_log_ratios
 from gtlkit.training.ratio_stages import (
     check_sequences,
     split_holdout,
@@ -194,8 +195,9 @@ def fit_ratio(
     clf = None
     if regression:
         stage += 1
-        _say(cfg, f"stage {stage}/{n_stages}: clean domain classifier")
-        clf, metrics["classifier"] = train_domain_classifier(
+        folds = f" ({cfg.cross_fit_folds}-fold cross-fitted)" if cfg.cross_fit_folds > 1 else ""
+        _say(cfg, f"stage {stage}/{n_stages}: clean domain classifier{folds}")
+        clf, metrics["classifier"], source_log_r = cross_fit_log_ratios(
             src_tr, tgt_tr, net_cfg, cfg, val, out_dir
         )
     noisy = None
@@ -219,6 +221,7 @@ def fit_ratio(
             noisy_log_ratio=noisy,
             val_source=vs if on == "held_out" else None,
             out_dir=out_dir,
+            source_log_ratio=source_log_r,
         )
     else:
         assert noisy is not None

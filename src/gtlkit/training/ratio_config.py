@@ -47,7 +47,9 @@ class RatioConfig(ConfigBase):
     0 turns both off), ``balance`` of the clean classifier (``"batch"``: every batch has as many
     target as source rows; ``"weighted"``: class-weighted BCE on the pooled data;
     ``"frequency"``: raw pooled data, corrected by ``log(N_target / N_source)`` afterwards),
-    ``val_fraction`` held out of both domains for metrics when ``fit_ratio`` is not given
+    ``cross_fit_folds`` of the clean classifier whose log-ratios are the regression's targets
+    (each source row is labelled by a classifier that did not train on it; 1 = one classifier
+    labels its own training rows; :mod:`gtlkit.training.ratio_crossfit`), ``val_fraction`` held out of both domains for metrics when ``fit_ratio`` is not given
     validation rows, ``max_log_ratio`` clip of the clean log-ratios used as regression targets,
     ``t_min``/``t_max`` the range of uniformly drawn training times, ``heldout_repeats`` noise
     draws per held-out row in ``metrics["heldout"]``.
@@ -72,6 +74,7 @@ class RatioConfig(ConfigBase):
     space: str = "ratio"
     cycle_weight: float = 0.1
     balance: str = "batch"
+    cross_fit_folds: int = 2
     val_fraction: float = 0.1
     max_log_ratio: float = 20.0
     t_min: float = 0.0
@@ -99,6 +102,8 @@ class RatioConfig(ConfigBase):
             raise ValueError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
         if self.max_log_ratio <= 0:
             raise ValueError(f"max_log_ratio must be > 0, got {self.max_log_ratio}")
+        if self.cross_fit_folds < 1:
+            raise ValueError(f"cross_fit_folds must be >= 1, got {self.cross_fit_folds}")
         if self.heldout_repeats < 1:
             raise ValueError(f"heldout_repeats must be >= 1, got {self.heldout_repeats}")
 

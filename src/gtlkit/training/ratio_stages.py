@@ -138,8 +138,11 @@ def train_domain_classifier(
     cfg: RatioConfig,
     val: tuple[Tensor, Tensor] | None = None,
     out_dir: str | Path | None = None,
+    stage: str = "classifier",
 ) -> tuple[DomainClassifier, dict]:
     """Train a clean source(0)/target(1) classifier; returns it and its metrics.
+
+    The loop's files go to ``out_dir/runs/<stage>``.
 
     ``source [N_s, L]`` and ``target [N_t, L]`` are the training rows, ``val`` optional held-out
     ``(source, target)`` rows for metrics (the training rows otherwise, flagged in
@@ -194,7 +197,7 @@ def train_domain_classifier(
             return bce_loss(logits, yb.to(logits.device))
 
         data = (x, y)
-    result = train(net, loss_fn, data, tcfg, out_dir=_stage_dir(out_dir, "classifier"))
+    result = train(net, loss_fn, data, tcfg, out_dir=_stage_dir(out_dir, stage))
     clf = DomainClassifier(result.model.cpu().eval(), prior_log_odds=prior)
     on = _on(val)
     vs, vt = val if on == "held_out" else (source, target)

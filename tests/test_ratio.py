@@ -726,8 +726,8 @@ def test_regression_targets_are_cross_fitted(monkeypatch):
     A stand-in classifier returns 1 on the rows it was trained on and 0 elsewhere; the ratio
     network's targets must then all be 0 (with cross_fit_folds=1 they are all 1: in-sample).
     """
-    import gtlkit.training.ratio_crossfit as crossfit
     import gtlkit.training.ratio as ratio_mod
+    import gtlkit.training.ratio_crossfit as crossfit
 
     class Remembers:
         def __init__(self, rows):

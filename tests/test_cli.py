@@ -1,7 +1,8 @@
-"""Tests of the ``gtl`` command line."""
+"""Tests of the ``gtl`` command line (gtlkit.cli)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from gtlkit.cli import _int_list, _str_list, app
+from gtlkit.cli import app, int_list, str_list
+from gtlkit.experiments.markov.config import MarkovExperimentConfig
 
 runner = CliRunner()
 
@@ -22,28 +24,68 @@ def test_help_lists_the_commands():
         assert name in result.output
 
 
-def test_markov_help_lists_the_issue_flags():
-    result = runner.invoke(app, ["experiment", "markov", "--help"], terminal_width=200)
-    assert result.exit_code == 0
-    for flag in (
-        "--vocab-size",
-        "--seq-len",
-        "--source-diag",
-        "--target-diag",
-        "--matrix",
-        "--n-source",
-        "--n-target",
-        "--gamma",
-        "--seeds",
-        "--samples",
-        "--quick",
-        "--ablation",
-        "--top-k",
-        "--planner",
-        "--estimator",
-        "--out",
-    ):
-        assert flag in result.output, flag
+def test_markov_has_an_option_for_every_config_field():
+    group = typer.main.get_command(app)
+    markov = group.commands["experiment"].commands["markov"]  # type: ignore[attr-defined]
+    params = {p.name: p for p in markov.params}
+    flags = {o for p in markov.params for o in (*p.opts, *p.secondary_opts)}
+    for f in dataclasses.fields(MarkovExperimentConfig):
+        assert "--" + f.name.replace("_", "-") in flags, f.name
+        if f.name != "quick":  # --quick is the command's own flag (it picks quick_config)
+            assert f.metadata["help"] in params[f.name].help  # the field's own help text
+    for flag in ("--out", "--config", "--quick", "--tune", "--ablation", "--no-progress"):
+        assert flag in flags, flag
+    assert runner.invoke(app, ["experiment", "markov", "--help"]).exit_code == 0
+
+
+def test_markov_options_reach_the_config(tmp_path, monkeypatch):
+    from gtlkit.experiments.markov import pipeline
+
+    seen = {}
+
+    def fake_run(cfg, out):
+        seen["cfg"] = cfg
+        return {"runs": []}
+
+    monkeypatch.setattr(pipeline, "run_markov_experiment", fake_run)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"config": {"samples": 77, "seq_len": 12}}))  # a saved config.json
+    args = ["experiment", "markov", "--config", str(path), "--seq-len", "9", "--out", str(tmp_path)]
+    args += ["--n-target", "50,20", "--n-target", "10", "--ablation", "gamma,top_k"]
+    args += ["--top-k", "3", "--no-diagnose", "--tuned", "none"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert cfg.samples == 77 and cfg.seq_len == 9  # the flag overrides the file
+    assert cfg.n_target == [50, 20, 10] and cfg.ablations == ["gamma", "top_k"]
+    assert cfg.top_k == 3 and cfg.diagnose is False and cfg.tuned == "none"
+    assert cfg.gamma is None and cfg.vocab_size == 5  # not given: the config's defaults
+
+
+def test_tune_writes_the_tuning_files(tmp_path, monkeypatch):
+    from gtlkit.experiments.markov import tuning
+
+    doc = {
+        "command": "gtl experiment markov --tune",
+        "base_fingerprint": "f",
+        "entries": [],
+        "choice": [
+            {
+                "n_target": 20,
+                "method": "gtl",
+                "candidate": "a",
+                "settings": {},
+                "criterion": 0.1,
+                "scores": {"a": 0.1, "b": 0.2},
+            }
+        ],
+    }
+    monkeypatch.setattr(tuning, "run_markov_tuning", lambda cfg, out: doc)
+    result = runner.invoke(app, ["experiment", "markov", "--tune", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "**a**" in (tmp_path / "tuning.md").read_text()
+    shipped = json.loads((tmp_path / "tuned.json").read_text())
+    assert shipped["choice"] == doc["choice"] and shipped["command"] == doc["command"]
 
 
 def test_importing_the_cli_does_not_import_torch():
@@ -54,11 +96,11 @@ def test_importing_the_cli_does_not_import_torch():
 
 
 def test_list_options_accept_repeats_and_commas():
-    assert _int_list(["1000,100", "20"], "--n-target") == [1000, 100, 20]
-    assert _int_list(None, "--seeds") is None
-    assert _str_list(["gamma, top_k", "planner"]) == ["gamma", "top_k", "planner"]
+    assert int_list(["1000,100", "20"], "--n-target") == [1000, 100, 20]
+    assert int_list(None, "--seeds") is None
+    assert str_list(["gamma, top_k", "planner"]) == ["gamma", "top_k", "planner"]
     with pytest.raises(typer.BadParameter, match="not an integer"):
-        _int_list(["10,x"], "--n-target")
+        int_list(["10,x"], "--n-target")
 
 
 def test_bad_setting_is_a_usage_error(tmp_path):
@@ -70,36 +112,21 @@ def test_bad_setting_is_a_usage_error(tmp_path):
     assert not (tmp_path / "r" / "results.json").exists()
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(600)
 def test_quick_markov_from_the_command_line(tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(
-        app,
-        [
-            "experiment",
-            "markov",
-            "--quick",
-            "--out",
-            str(out),
-            "--n-target",
-            "30",
-            "--seeds",
-            "1",
-            "--samples",
-            "200",
-            "--methods",
-            "source,gtl",
-            "--gamma",
-            "2",
-            "--no-progress",
-        ],
-    )
+    args = ["experiment", "markov", "--quick", "--out", str(out), "--n-target", "30"]
+    args += ["--seeds", "1", "--samples", "200", "--methods", "source,gtl", "--gamma", "2"]
+    args += ["--source-steps", "300", "--ratio-steps", "300", "--no-diagnose", "--no-progress"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     res = json.loads((out / "results.json").read_text())
     assert {(e["n_target"], e["method"], e["seed"]) for e in res["runs"]} == {
         (0, "source", 1),
         (30, "gtl", 1),
     }
+    gtl = next(e for e in res["runs"] if e["method"] == "gtl")
+    assert gtl["gamma"] == 2.0  # a fixed gamma replaces the held-out temperature
     cfg = json.loads((out / "config.json").read_text())["config"]
     assert cfg["gamma"] == 2.0 and cfg["samples"] == 200 and cfg["quick"] is True
     assert (out / "table.md").read_text().count("| gtl |") == 1

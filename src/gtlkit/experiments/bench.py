@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import typer
 
-from gtlkit._io import write_text
+from gtlkit._io import write_json, write_text
 
 __all__ = ["BenchRow", "bench_app", "run_sampler_bench", "to_markdown"]
 
@@ -279,7 +279,7 @@ def sampler_cmd(
     payload = {"machine": machine_description(dev), "rows": [asdict(r) for r in rows]}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "results.json", json.dumps(payload, indent=2))
+        write_json(out / "results.json", payload)
         write_text(out / "table.md", f"Machine: {payload['machine']}\n\n{to_markdown(rows)}\n")
     if json_output:
         print(json.dumps(payload, indent=2))

@@ -1,7 +1,9 @@
 """Plots of the Markov experiment's results (matplotlib, Agg backend, PNG files).
 
-Every function takes the results dict written by
-:func:`gtlkit.experiments.markov.run_markov_experiment` and a path, and returns the path.
+Every function takes a results dict (as ``results.json`` of ``gtl experiment markov`` holds
+it) and a path, and returns the path. Reference numbers to draw beside ours (the paper's) come
+in the results under ``reference`` (``{n: {method: (MAE, mean diagonal)}}``); this module
+imports no experiment.
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ def _mean_sd(vals: list[float]) -> tuple[float, float]:
 def plot_error_vs_n(results: dict, path: str | Path, metric: str = "mean_abs_error") -> Path:
     """``metric`` (mean ± sd over seeds) against the target-set size, one line per method.
 
-    The unguided source model is a horizontal band; with the paper's setting, the paper's
-    numbers are dotted.
+    The unguided source model is a horizontal band; the results' ``reference`` numbers (the
+    paper's, in its setting) are dotted.
     """
     plt = _pyplot()
     runs = results["runs"]
@@ -115,14 +117,13 @@ def plot_error_vs_n(results: dict, path: str | Path, metric: str = "mean_abs_err
         if pts:
             xs, mus, sds = zip(*pts, strict=True)
             ax.errorbar(xs, mus, yerr=sds, marker="o", capsize=3, label=m)
-    if results.get("paper_setting") and metric == "mean_abs_error":
-        from gtlkit.experiments.markov import PAPER_RESULTS
-
+    reference = {int(k): v for k, v in (results.get("reference") or {}).items()}
+    if reference and metric == "mean_abs_error":
         for m, style in (("target_only", "C0"), ("finetuned", "C1"), ("gtl", "C2")):
-            xs = sorted(PAPER_RESULTS)
+            xs = sorted(n for n in reference if m in reference[n])
             ax.plot(
                 xs,
-                [PAPER_RESULTS[n][m][0] for n in xs],
+                [reference[n][m][0] for n in xs],
                 ls=":",
                 color=style,
                 alpha=0.7,

@@ -1,0 +1,36 @@
+"""The ``gtl`` command, one module per command group.
+
+* ``gtl demo`` (:mod:`.demo`): the quick Markov-chain experiment into ``./runs/demo``.
+* ``gtl experiment markov`` (:mod:`.experiment`): the synthetic Markov-chain experiment
+  (docs/markov.md); ``--tune`` chooses every method's settings on held-out rows.
+* ``gtl bench ...`` (:mod:`.bench`): benchmarks (:mod:`gtlkit.experiments.bench`).
+
+Heavy modules (torch, the pipelines) are imported inside the commands so that ``gtl --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from gtlkit.cli import bench, demo, experiment
+from gtlkit.cli._options import int_list, str_list
+
+__all__ = ["app", "int_list", "main", "str_list"]
+
+app = typer.Typer(
+    help="gtlkit: guided transfer learning for discrete diffusion models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(experiment.app, name="experiment")
+demo.register(app)
+bench.register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry point helper
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,142 @@
+"""The denoisers of the Markov experiment: the source model and the two baselines.
+
+* The source denoiser (a :class:`~gtlkit.nn.DenoiserNet`, masked diffusion) is trained once on
+  the source training rows: it plays the role of the given pretrained model.
+* ``target_only`` trains the same family of denoiser from scratch on the target training
+  rows; ``finetuned`` fine-tunes every weight of the source denoiser on them. Both stop early
+  on the held-out NELBO of the target's held-out rows
+  (:func:`~gtlkit.experiments.common.baselines.train_early_stopped`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gtlkit._io import read_json, write_json
+from gtlkit.experiments.common.baselines import (
+    EarlyStopSettings,
+    epoch_budget,
+    train_early_stopped,
+)
+from gtlkit.experiments.common.seeds import seed_int
+from gtlkit.experiments.common.splits import Split
+from gtlkit.experiments.markov.config import MarkovExperimentConfig
+from gtlkit.nn import DenoiserNet, TransformerConfig
+
+__all__ = ["baseline_budget", "denoiser_config", "train_baseline", "train_source"]
+
+
+def denoiser_config(cfg: MarkovExperimentConfig) -> TransformerConfig:
+    """The denoiser architecture of ``cfg`` (no time input: masked diffusion's SUBS)."""
+    return TransformerConfig(
+        vocab_size=cfg.total_vocab,
+        seq_len=cfg.seq_len,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        time_conditioning=False,
+        cond_dim=cfg.d_model,
+    )
+
+
+def baseline_budget(cfg: MarkovExperimentConfig, n_train: int) -> int:
+    """Step budget (at ``baseline_batch_size``) of a baseline trained on ``n_train`` rows.
+
+    :func:`~gtlkit.experiments.common.baselines.epoch_budget` of the source model's schedule
+    (twice its epochs, at least its steps) unless ``baseline_max_steps`` fixes it.
+    """
+    if cfg.baseline_max_steps is not None:
+        return cfg.baseline_max_steps
+    n_source_train = round(cfg.n_source * (1 - cfg.source_heldout_fraction))
+    return epoch_budget(
+        cfg.source_steps, cfg.batch_size, n_source_train, n_train, cfg.baseline_batch_size
+    )
+
+
+def train_baseline(
+    cfg: MarkovExperimentConfig,
+    target: Split,
+    seed: int,
+    init_state: dict[str, Tensor] | None = None,
+) -> tuple[DenoiserNet, dict]:
+    """Train a baseline on ``target.train``, early-stopped on ``target.heldout``.
+
+    ``init_state=None``: from scratch at ``cfg.lr`` with ``cfg``'s size (``target_only``);
+    otherwise the source weights are loaded and all fine-tuned at ``cfg.finetune_lr``
+    (``finetuned``). Returns the model (eval mode, best held-out weights) and its record.
+    """
+    from gtlkit.processes import MaskedProcess
+
+    n = target.train.shape[0] + target.heldout.shape[0]
+    torch.manual_seed(seed_int(seed, n, 2))
+    model = DenoiserNet(denoiser_config(cfg))
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    settings = EarlyStopSettings(
+        lr=cfg.lr if init_state is None else cfg.finetune_lr,
+        batch_size=cfg.baseline_batch_size,
+        max_steps=baseline_budget(cfg, target.train.shape[0]),
+        eval_every=cfg.eval_every,
+        patience_steps=cfg.patience_steps,
+    )
+    model, info = train_early_stopped(model, MaskedProcess(cfg.total_vocab), target, settings, seed)
+    info["params"] = model.num_parameters()
+    return model, info
+
+
+def train_source(
+    cfg: MarkovExperimentConfig, source: Split, model_dir: Path, console: Any = None
+) -> tuple[DenoiserNet, dict]:
+    """Train (or load, or resume) the source denoiser under ``model_dir``."""
+    from gtlkit.processes import MaskedProcess
+    from gtlkit.training import TrainConfig
+    from gtlkit.training.denoiser import train_denoiser
+
+    info_path = model_dir / "info.json"
+    if info_path.is_file() and (model_dir / "model" / "config.json").is_file():
+        return DenoiserNet.from_pretrained(model_dir / "model"), read_json(info_path)
+    if console is not None:
+        console.print(
+            f"[bold]source denoiser[/bold]: {cfg.source_steps} steps on "
+            f"{len(source.train)} sequences ({model_dir})"
+        )
+    torch.manual_seed(seed_int(cfg.data_seed, 41))
+    model = DenoiserNet(denoiser_config(cfg))
+    tcfg = TrainConfig(
+        steps=cfg.source_steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_steps=min(100, cfg.source_steps // 10),
+        ema_decay=0.999,
+        mixed_precision="no",
+        eval_every=max(1, cfg.source_steps // 4),
+        ckpt_every=500,
+        log_every=100,
+        seed=seed_int(cfg.data_seed, 42),
+        progress=cfg.progress,
+    )
+    t0 = time.perf_counter()
+    result = train_denoiser(
+        model,
+        MaskedProcess(cfg.total_vocab),
+        source.train,
+        tcfg,
+        out_dir=model_dir,
+        val_data=source.heldout,
+    )
+    vals = [h for h in result.history if h.get("kind") == "val"]
+    info = {
+        "steps": result.steps,
+        "seconds": time.perf_counter() - t0,
+        "params": model.num_parameters(),
+        "epochs": cfg.source_steps * cfg.batch_size / len(source.train),
+        **source.sizes(),
+        "heldout_nelbo_per_token": vals[-1]["nelbo_per_token"] if vals else None,
+    }
+    write_json(info_path, info)
+    return result.model.eval(), info

@@ -1,0 +1,95 @@
+"""GTL in the Markov experiment: the recipe's :class:`~gtlkit.training.RatioConfig` and the fit.
+
+The ratio network is learned by the public :func:`~gtlkit.training.fit_ratio` on the source
+and target training rows, validated on their held-out rows
+(:func:`~gtlkit.experiments.common.gtl.fit_gtl_ratio`). Default recipe: a noisy-data domain
+classifier (docs/method.md, section 4) whose body is
+:class:`~gtlkit.nn.RecurrentScalarNet` (a bidirectional GRU of width 32 with a summed
+per-position readout; docs/markov.md says why), 1,500 steps of 256 source + 256 target rows
+at lr 3e-3 with EMA 0.99, no time input. The guidance strength is the temperature that
+minimises the held-out log-loss unless ``cfg.gamma`` fixes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gtlkit._io import read_json, write_json
+from gtlkit.experiments.common.gtl import fit_gtl_ratio
+from gtlkit.experiments.common.seeds import seed_int
+from gtlkit.experiments.common.splits import Split
+from gtlkit.experiments.markov.config import MarkovExperimentConfig
+
+__all__ = ["fit_gtl", "gtl_gamma", "ratio_config"]
+
+
+def ratio_config(cfg: MarkovExperimentConfig, seed: int):
+    """The :class:`~gtlkit.training.RatioConfig` of ``cfg``'s GTL fields.
+
+    Width ``ratio_hidden``; ``ratio_layers`` GRU layers for the recurrent body, one more for
+    transformer bodies, which also train at ``min(ratio_lr, 1e-3)`` with EMA 0.999 (they
+    diverge at the recurrent body's 3e-3); ``ratio_steps`` per stage.
+    """
+    from gtlkit.training import RatioConfig
+
+    recurrent = cfg.ratio_arch == "recurrent"
+    return RatioConfig(
+        arch=cfg.ratio_arch,
+        estimator=cfg.estimator,
+        space=cfg.space,
+        d_model=cfg.ratio_hidden,
+        n_layers=cfg.ratio_layers + (not recurrent),
+        n_heads=4 if cfg.ratio_hidden % 4 == 0 else 1,
+        time_conditioning=False,
+        max_param_fraction=None,
+        classifier_steps=cfg.ratio_steps,
+        ratio_steps=cfg.ratio_steps,
+        noisy_steps=cfg.ratio_steps,
+        batch_size=cfg.ratio_batch,
+        lr=cfg.ratio_lr if recurrent else min(cfg.ratio_lr, 1e-3),
+        ema_decay=0.99 if recurrent else 0.999,
+        warmup_steps=50,
+        mixed_precision="no",
+        seed=seed,
+        progress=False,
+    )
+
+
+def fit_gtl(
+    cfg: MarkovExperimentConfig,
+    source: Split,
+    target: Split,
+    seed: int,
+    out_dir: Path | None = None,
+) -> tuple[Any, dict]:
+    """Learn ``log h``; returns ``(log_ratio, info)``. With ``out_dir``, a saved fit is loaded.
+
+    ``info`` is :func:`~gtlkit.experiments.common.gtl.fit_gtl_ratio`'s record, whose
+    ``criterion`` holds the held-out log-loss and the temperature that minimises it.
+    """
+    from gtlkit.guidance import GuidanceBundle
+    from gtlkit.processes import MaskedProcess
+
+    info_path = out_dir / "gtl_info.json" if out_dir is not None else None
+    if info_path is not None and info_path.is_file() and (out_dir / "bundle").is_dir():
+        return GuidanceBundle.load(out_dir / "bundle").log_ratio, read_json(info_path)
+    n = target.train.shape[0] + target.heldout.shape[0]
+    rcfg = ratio_config(cfg, seed_int(seed, n, 5))
+    bundle, info = fit_gtl_ratio(
+        source,
+        target,
+        MaskedProcess(cfg.total_vocab),
+        rcfg,
+        out_dir=out_dir,
+        criterion_seed=seed_int(seed, n, 6),
+    )
+    info["space"] = cfg.space if cfg.estimator == "regression" else None
+    if info_path is not None:
+        write_json(info_path, info)
+    return bundle.log_ratio, info
+
+
+def gtl_gamma(cfg: MarkovExperimentConfig, info: dict) -> float:
+    """``cfg.gamma`` if set, else the held-out temperature of the fit (``info``)."""
+    return float(cfg.gamma) if cfg.gamma is not None else float(info["criterion"]["scale"])

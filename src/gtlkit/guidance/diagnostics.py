@@ -18,7 +18,7 @@ Numbers that need no ratio model (they judge the source model against the target
 * ``target_off_support``: share of states whose true token has source probability
   ``p(x_l | z) < off_support`` (default 1e-3). Guidance can only reweight what the source
   proposes; tokens it gives (almost) no mass must come from the ratio model's extrapolation,
-  and a top-k candidate cut removes them entirely. This is GTL's failure mode (method.md
+  and a top-k candidate cut removes them entirely. This is GTL's failure mode (docs/method.md
   section 4) and decides the verdict.
 * ``target_nll_source``: mean ``-log p(x_l | z)`` of the true tokens.
 

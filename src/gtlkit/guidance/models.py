@@ -12,7 +12,8 @@ Contracts met here::
   constant (the log of the normalisation used in training) is ``log h_t``.
 * :class:`NoisyClassifierRatio`: a classifier trained on noised data of both domains; its
   prior-corrected logit is ``log q_t(z) / p_t(z) = log h_t(z)``.
-* :class:`LearnedPlanner`: a :class:`~gtlkit.nn.PositionNet` scoring masked positions.
+* :class:`~gtlkit.guidance.planner_model.LearnedPlanner` (importable from here too): a
+  :class:`~gtlkit.nn.PositionNet` scoring masked positions.
 * :class:`GuidanceBundle`: the estimator used for guidance plus the classifiers it came from,
   the process configuration and training metrics; saved as one directory of subdirectories.
 
@@ -32,14 +33,13 @@ import torch
 from torch import Tensor, nn
 
 from gtlkit._io import jsonable, module_device, write_text
-from gtlkit.nn import PositionNet, ScalarNet
+from gtlkit.nn import ScalarNet
 from gtlkit.nn.serialization import LoadError, from_pretrained, load_extra, save_pretrained
 
 __all__ = [
     "BUNDLE_FORMAT",
     "DomainClassifier",
     "GuidanceBundle",
-    "LearnedPlanner",
     "LogRatioModel",
     "NoisyClassifierRatio",
     "RatioNetwork",
@@ -244,50 +244,6 @@ class DomainClassifier(nn.Module):
         save_pretrained(self.net, directory, extra={**self.extra(), **(extra or {})})
 
 
-class LearnedPlanner(nn.Module):
-    """Planner from a :class:`~gtlkit.nn.PositionNet`: ``(x_t, log_probs, t, generator) -> [B, L]``.
-
-    Higher scores are revealed sooner. Scores of already revealed positions are ``-inf``. The
-    net was trained to predict how reliably the frozen denoiser predicts the true token at each
-    masked position (see :mod:`gtlkit.training.planner`); ``log_probs`` and ``generator`` are
-    accepted for the planner contract and not used.
-    """
-
-    wrapper_name = "LearnedPlanner"
-
-    def __init__(self, net: PositionNet, objective: str = "correct"):
-        super().__init__()
-        if not isinstance(net, PositionNet):
-            raise TypeError(f"net must be a PositionNet, got {type(net).__name__}")
-        self.net = net
-        self.objective = objective
-        self.eval()
-
-    @property
-    def mask_id(self) -> int:
-        return self.net.config.vocab_size
-
-    @torch.no_grad()
-    def forward(
-        self,
-        x_t: Tensor,
-        log_probs: Tensor | None = None,
-        t: Tensor | float | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """``x_t: [B, L]``, ``log_probs: [B, L, V]`` (unused), ``t: [B]`` -> scores ``[B, L]``."""
-        check_token_ids(x_t, self.mask_id, self.net.config.seq_len)
-        dev = module_device(self.net)
-        scores = self.net(x_t.to(dev), _net_time(self.net, t, x_t.shape[0], dev)).to(x_t.device)
-        return scores.masked_fill(x_t != self.mask_id, float("-inf"))
-
-    def extra(self) -> dict:
-        return {"wrapper": self.wrapper_name, "objective": self.objective}
-
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> None:
-        save_pretrained(self.net, directory, extra={**self.extra(), **(extra or {})})
-
-
 _WRAPPERS = (
     "RatioNetwork",
     "NoisyClassifierRatio",
@@ -315,6 +271,8 @@ def load_wrapper(
             return LogRatioModel(net, offset=extra["offset"])
         if name == "DomainClassifier":
             return DomainClassifier(net, prior_log_odds=extra["prior_log_odds"])
+        from gtlkit.guidance.planner_model import LearnedPlanner
+
         return LearnedPlanner(net, objective=extra.get("objective", "correct"))
     except (KeyError, TypeError, ValueError) as e:
         raise LoadError(f"{directory}: cannot rebuild {name}: {e}") from e
@@ -427,3 +385,12 @@ class GuidanceBundle:
             config=meta.get("config", {}),
             metrics=meta.get("metrics", {}),
         )
+
+
+def __getattr__(name: str):
+    # LearnedPlanner moved to gtlkit.guidance.planner_model; the old import path stays valid
+    if name == "LearnedPlanner":
+        from gtlkit.guidance.planner_model import LearnedPlanner
+
+        return LearnedPlanner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Metrics for binary (domain) classifiers: accuracy, exact AUROC, calibration.
 
 The ratio network is built on a source-vs-target classifier whose logit estimates
-``log q(x) / p(x)`` (method.md, section 4); these functions report how good and how calibrated
+``log q(x) / p(x)`` (docs/method.md, section 4); these functions report how good and how calibrated
 it is. Inputs are 1-D tensors of length ``N``; labels are in ``{0, 1}`` (1 = positive class,
 by convention the target domain).
 """

@@ -1,6 +1,6 @@
 """Exact metrics for sequences generated in the synthetic Markov-chain experiment.
 
-The paper's metric (method.md, section 6) estimates a transition matrix from generated sequences
+The paper's metric (docs/method.md, section 6) estimates a transition matrix from generated sequences
 by counting bigrams and compares it with the true target matrix: the mean absolute error over
 the ``V * V`` cells and the mean of the estimated diagonal. We add the largest cell error, a
 row-wise KL divergence and the exact mean log-likelihood of the samples under each chain.

@@ -1,6 +1,6 @@
 """Source/target overlap diagnostic from log density-ratio estimates.
 
-GTL reweights the source model by ``r = q / p`` (method.md, sections 2 and 4). When source and
+GTL reweights the source model by ``r = q / p`` (docs/method.md, sections 2 and 4). When source and
 target barely overlap, the domain classifier saturates, ``r`` is unreliable, and strong guidance
 destroys sample quality. This module turns log-ratio estimates ``log r(x)`` on held-out SOURCE
 samples (and optionally on TARGET samples) into numbers and a verdict, so that the failure is

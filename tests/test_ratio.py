@@ -58,7 +58,11 @@ def one_thread():
 
 
 def tiny_config(**kw) -> RatioConfig:
+    """A small transformer-body regression setup (the stage tests); fit_ratio's defaults are a
+    recurrent noisy classifier (test_defaults_are_the_measured_recipe)."""
     base = dict(
+        arch="transformer",
+        estimator="regression",
         d_model=32,
         n_layers=1,
         n_heads=2,
@@ -539,7 +543,7 @@ def test_bundle_load_errors(tmp_path):
 
 
 def test_parameter_budget_and_input_validation(problem):
-    cfg = RatioConfig(d_model=128, n_layers=2, n_heads=4)
+    cfg = RatioConfig(arch="transformer", d_model=128, n_layers=2, n_heads=4)
     big = make_net_config(cfg, V, L, True)
     small = make_net_config(cfg, V, L, True, max_params=20_000)
     assert ScalarNet(small).num_parameters() <= 20_000 < ScalarNet(big).num_parameters()
@@ -774,3 +778,26 @@ def test_regression_targets_are_cross_fitted(monkeypatch):
         assert b.metrics["classifier"]["cross_fit"]["folds"] == folds
     with pytest.raises(ValueError, match="cross_fit_folds"):
         RatioConfig(cross_fit_folds=0)
+
+
+def test_defaults_are_the_measured_recipe(problem):
+    """RatioConfig() is the recipe of docs/ratio.md: a recurrent noisy-data classifier, one
+    stage, no time input under masked diffusion, sized to fit a 60k-parameter denoiser."""
+    cfg = RatioConfig()
+    assert (cfg.arch, cfg.estimator, cfg.d_model, cfg.n_layers) == (
+        "recurrent",
+        "noisy_classifier",
+        32,
+        1,
+    )
+    assert (cfg.noisy_steps, cfg.batch_size, cfg.lr, cfg.ema_decay) == (1500, 256, 3e-3, 0.99)
+    b = fit_ratio(
+        problem["source"][:500],
+        problem["target"][:100],
+        MaskedProcess(V),
+        cfg.replace(noisy_steps=3, progress=False),
+        denoiser_params=60_000,
+    )
+    assert isinstance(b.log_ratio.net, RecurrentScalarNet) and b.classifier is None
+    assert not b.log_ratio.net.config.time_conditioning
+    assert b.log_ratio.net.config.d_model == 32  # not shrunk: fits 25 % of 60k parameters

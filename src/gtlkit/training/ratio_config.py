@@ -27,6 +27,13 @@ BALANCES = ("batch", "weighted", "frequency")
 class RatioConfig(ConfigBase):
     """Settings of :func:`~gtlkit.training.fit_ratio` (all its networks share the sizes).
 
+    The defaults are the recipe measured in docs/ratio.md (a noisy-data classifier with a
+    bidirectional GRU body of width 32 and a summed per-position readout, 1,500 steps of 256
+    source + 256 target rows at lr 3e-3, EMA 0.99): it reaches the exact-oracle floor's
+    neighbourhood on the paper's Markov pair and moves every Markov pair we tried, tuned or
+    not, to the target. The previous defaults (a mean-pooled transformer regressed in ratio
+    space) left the paper's pair almost where the source was (MAE 0.26).
+
     Sizes: ``arch`` of the networks' body, a key of :data:`gtlkit.nn.SCALAR_ARCHS`
     (``"transformer"``: :class:`~gtlkit.nn.ScalarNet`, mean-pooled backbone + MLP;
     ``"recurrent"``: :class:`~gtlkit.nn.RecurrentScalarNet`, a bidirectional GRU with a summed
@@ -55,22 +62,22 @@ class RatioConfig(ConfigBase):
     draws per held-out row in ``metrics["heldout"]``.
     """
 
-    arch: str = "transformer"
-    d_model: int = 128
-    n_layers: int = 2
+    arch: str = "recurrent"
+    d_model: int = 32
+    n_layers: int = 1
     n_heads: int = 4
     time_conditioning: bool | None = None
-    max_param_fraction: float | None = 0.1
+    max_param_fraction: float | None = 0.25
     classifier_steps: int = 1000
     ratio_steps: int = 2000
-    noisy_steps: int = 1000
-    batch_size: int = 64
-    lr: float = 3e-4
+    noisy_steps: int = 1500
+    batch_size: int = 256
+    lr: float = 3e-3
     weight_decay: float = 0.0
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     grad_clip: float = 1.0
-    ema_decay: float | None = 0.999
-    estimator: str = "regression"
+    ema_decay: float | None = 0.99
+    estimator: str = "noisy_classifier"
     space: str = "ratio"
     cycle_weight: float = 0.1
     balance: str = "batch"

@@ -253,7 +253,14 @@ def fit_ratio(
         verdict, where = step, "per reveal step"
     metrics["overlap_warning"] = None if verdict["ok"] else verdict["warning"]
     if not verdict["ok"]:
-        warnings.warn(f"{where}: {verdict['warning']}", RuntimeWarning, stacklevel=2)
+        hint = ""
+        if denoiser is None and isinstance(process, MaskedProcess):
+            hint = (
+                " (whole sequences overlap less the longer they are, even where guidance "
+                "works; pass the source model as fit_ratio(..., denoiser=...) for the "
+                "per-step reading, which decides for masked diffusion)"
+            )
+        warnings.warn(f"{where}: {verdict['warning']}{hint}", RuntimeWarning, stacklevel=2)
 
     bundle = GuidanceBundle(
         log_ratio=log_ratio,

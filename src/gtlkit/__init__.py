@@ -40,6 +40,7 @@ _EXPORTS = {
     "TransformerConfig": "gtlkit.nn",
     "DenoiserNet": "gtlkit.nn",
     "ScalarNet": "gtlkit.nn",
+    "RecurrentScalarNet": "gtlkit.nn",
     "save_pretrained": "gtlkit.hub",
     "from_pretrained": "gtlkit.hub",
     "load_denoiser": "gtlkit.hub",
@@ -49,6 +50,15 @@ _EXPORTS = {
     "train_denoiser": "gtlkit.training",
     "fit_ratio": "gtlkit.training",
     "RatioConfig": "gtlkit.training",
+    "Callback": "gtlkit.training",
+    "EarlyStopping": "gtlkit.training",
+    "PlannerConfig": "gtlkit.training",
+    "train_planner": "gtlkit.training",
+    # guidance: what fit_ratio returns, and loading it back
+    "GuidanceBundle": "gtlkit.guidance",
+    # held-out criteria and diagnostics
+    "noisy_log_loss": "gtlkit.metrics",
+    "stepwise_overlap": "gtlkit.guidance",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -68,6 +78,33 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from gtlkit.guidance import (  # noqa: F401
+        GuidanceBundle,
+        stepwise_overlap,
+    )
+    from gtlkit.hub import (  # noqa: F401
+        from_pretrained,
+        load_denoiser,
+        save_pretrained,
+    )
+    from gtlkit.losses import (  # noqa: F401
+        nelbo,
+    )
+    from gtlkit.metrics import (  # noqa: F401
+        noisy_log_loss,
+    )
+    from gtlkit.nn import (  # noqa: F401
+        DenoiserNet,
+        RecurrentScalarNet,
+        ScalarNet,
+        TransformerConfig,
+    )
+    from gtlkit.processes import (  # noqa: F401
+        MaskedProcess,
+        UniformProcess,
+        make_process,
+        make_schedule,
+    )
     from gtlkit.sampling import (  # noqa: F401
         SAMPLERS,
         SamplerSpec,
@@ -77,4 +114,19 @@ if TYPE_CHECKING:  # pragma: no cover
         register_sampler,
         sample,
     )
-    from gtlkit.types import Denoiser, LogRatio, SampleStats  # noqa: F401
+    from gtlkit.training import (  # noqa: F401
+        Callback,
+        EarlyStopping,
+        PlannerConfig,
+        RatioConfig,
+        TrainConfig,
+        fit_ratio,
+        train,
+        train_denoiser,
+        train_planner,
+    )
+    from gtlkit.types import (  # noqa: F401
+        Denoiser,
+        LogRatio,
+        SampleStats,
+    )

@@ -34,7 +34,13 @@ from torch import Tensor, nn
 
 from gtlkit._io import jsonable, module_device, write_text
 from gtlkit.nn import ScalarNet
-from gtlkit.nn.serialization import LoadError, from_pretrained, load_extra, save_pretrained
+from gtlkit.nn.serialization import (
+    LoadError,
+    from_pretrained,
+    load_extra,
+    read_format_file,
+    save_pretrained,
+)
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -358,18 +364,7 @@ class GuidanceBundle:
         """Read a bundle written by :meth:`save`; raises ``LoadError`` if it is malformed."""
         directory = Path(directory)
         path = directory / BUNDLE_FILE
-        if not path.is_file():
-            raise LoadError(f"no {BUNDLE_FILE} in {directory} (not a saved guidance bundle?)")
-        try:
-            meta = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise LoadError(f"{path} is not valid JSON: {e}") from e
-        if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
-            raise LoadError(f"{path} is not a {BUNDLE_FORMAT} file")
-        if meta.get("version") != BUNDLE_VERSION:
-            raise LoadError(
-                f"{path} has version {meta.get('version')!r}, expected {BUNDLE_VERSION}"
-            )
+        meta = read_format_file(path, BUNDLE_FORMAT, BUNDLE_VERSION, "guidance bundle")
         comps = {
             name: load_wrapper(directory / name, map_location)
             for name in meta.get("components", [])

@@ -39,6 +39,7 @@ __all__ = [
     "LoadError",
     "from_pretrained",
     "load_extra",
+    "read_format_file",
     "register_class",
     "registered_classes",
     "save_pretrained",
@@ -109,24 +110,29 @@ def save_pretrained(
     atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
 
 
-def _read_meta(directory: Path) -> dict:
-    """Read and validate ``config.json``; raises :class:`LoadError` on any problem."""
-    path = directory / CONFIG_NAME
+def read_format_file(path: Path, fmt: str, version: int, what: str) -> dict:
+    """Parse a JSON metadata file whose ``"format"`` must be ``fmt`` and ``"version"`` must be
+    ``version``; any problem raises :class:`LoadError` naming ``path`` and ``what`` it should be.
+    """
     if not path.is_file():
-        raise LoadError(f"no {CONFIG_NAME} in {directory} (not a saved gtlkit model?)")
+        raise LoadError(f"no {path.name} in {path.parent} (not a saved {what}?)")
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LoadError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = f" (format={meta.get('format')!r})" if isinstance(meta, dict) else ""
+        raise LoadError(f"{path} is not a {what} file{found}")
+    if meta.get("version") != version:
         raise LoadError(
-            f"{path} is not a gtlkit config (format={meta.get('format')!r})"
-            if isinstance(meta, dict)
-            else f"{path} is not a gtlkit config"
+            f"{path} has version {meta.get('version')!r}; this gtlkit reads version {version}"
         )
-    if meta.get("version") != VERSION:
-        raise LoadError(f"{path} has version {meta.get('version')!r}; this gtlkit reads {VERSION}")
     return meta
+
+
+def _read_meta(directory: Path) -> dict:
+    """Read and validate a saved model's ``config.json``."""
+    return read_format_file(directory / CONFIG_NAME, FORMAT, VERSION, "gtlkit config")
 
 
 def load_extra(directory: str | os.PathLike) -> dict:

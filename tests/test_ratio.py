@@ -373,6 +373,7 @@ def test_recurrent_ratio_net_recovers_log_h_and_round_trips(problem, tmp_path):
         classifier_steps=300,
         noisy_steps=100,
         ratio_steps=300,
+        cross_fit_folds=1,  # cross-fitting has its own test
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # overlapping domains: no warning
@@ -703,6 +704,11 @@ def test_fit_ratio_validation_rows_stages_and_errors(problem):
         fit_ratio(src, tgt, process, cfg, val_source=src[:10])
     with pytest.raises(ValueError, match="length"):
         fit_ratio(src, tgt, process, cfg, val_source=src[:10], val_target=tgt[:5, :2])
+
+
+# --------------------------------------------------------------------------------------------
+# gtlkit.training.ratio_config (time input, defaults) and gtlkit.training.ratio_crossfit
+# --------------------------------------------------------------------------------------------
 
 
 def test_uniform_noise_needs_time_conditioning(problem):

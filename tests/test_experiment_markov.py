@@ -110,11 +110,11 @@ def test_every_method_gets_the_same_training_and_held_out_rows(tmp_path, monkeyp
 
     def fake_baseline(c, split, seed, init_state=None):
         seen["finetuned" if init_state is not None else "target_only"] = split
-        return den, {"train_seconds": 0.0}
+        return den, {"train_seconds": 0.0, "best_heldout_nelbo": 1.0}
 
-    def fake_gtl(c, source, split, seed, out_dir=None):
+    def fake_gtl(c, source, split, seed, out_dir=None, denoiser=None):
         seen["gtl"], seen["gtl_source"] = split, source
-        info = {"train_seconds": 0.0, "criterion": {"scale": 1.0}}
+        info = {"train_seconds": 0.0, "criterion": {"scale": 1.0}, "gamma_choice": {"gamma": 1}}
         return (lambda x, t: torch.zeros(x.shape[0])), info
 
     monkeypatch.setattr(pipeline, "train_baseline", fake_baseline)
@@ -190,8 +190,11 @@ def test_quick_experiment_end_to_end_and_resume(tmp_path):
     assert saved["protocol"]["target"]["100"] == {"n_train": 80, "n_heldout": 20}
     assert by["target_only"]["train"]["n_train"] == by["finetuned"]["train"]["n_train"] == 80
     assert by["gtl"]["ratio"]["n_train"] == 80 and by["gtl"]["ratio"]["n_heldout"] == 20
-    # GTL's gamma is the held-out temperature
-    assert by["gtl"]["gamma"] == by["gtl"]["ratio"]["criterion"]["scale"] > 0
+    # GTL's gamma: the guided model's held-out NELBO is lowest there, below the source's
+    choice = by["gtl"]["ratio"]["gamma_choice"]
+    assert by["gtl"]["gamma"] == choice["gamma"] > 0
+    assert choice["heldout_nelbo"] < choice["heldout_nelbo_source"]
+    assert by["gtl"]["at_temperature"]["gamma"] == by["gtl"]["ratio"]["criterion"]["scale"]
     # guidance moves the frozen source model toward the target (even in this tiny setting)
     assert by["gtl"]["mean_diag"] > by["source"]["mean_diag"] + 0.1
     assert by["gtl"]["mean_abs_error"] < 0.5 * by["source"]["mean_abs_error"]

@@ -14,7 +14,12 @@ from gtlkit.experiments.common.baselines import (
     epoch_budget,
     train_early_stopped,
 )
-from gtlkit.experiments.common.gtl import _golden_min, heldout_criterion
+from gtlkit.experiments.common.gtl import (
+    GuidedDenoiser,
+    _golden_min,
+    choose_gamma,
+    heldout_criterion,
+)
 from gtlkit.experiments.common.runner import ResultsStore, config_fingerprint, run_tasks
 from gtlkit.experiments.common.seeds import generator, seed_int
 from gtlkit.experiments.common.splits import NestedSplits, split_rows
@@ -102,6 +107,18 @@ def test_store_refuses_results_of_other_settings(tmp_path):
     with pytest.raises(ValueError, match="different settings"):
         _store(path, "bbbb")
     assert len(_store(path, "aaaa").data["runs"]) == 1
+
+
+def test_store_merges_parts_of_one_experiment(tmp_path):
+    a, b = _store(tmp_path / "a.json"), _store(tmp_path / "b.json")
+    a.add("runs", {"n": 1, "method": "x", "seed": 0, "v": 1})
+    b.add("runs", {"n": 1, "method": "x", "seed": 0, "v": 2})  # the same task: a's is kept
+    b.add("runs", {"n": 1, "method": "x", "seed": 1, "v": 3})
+    assert a.merge_from(tmp_path / "b.json") == 1
+    again = _store(tmp_path / "a.json")
+    assert sorted(e["v"] for e in again.data["runs"]) == [1, 3]
+    with pytest.raises(ValueError, match="different settings"):
+        _store(tmp_path / "c.json", "zzz").merge_from(tmp_path / "b.json")
 
 
 def test_store_keys_match_after_a_json_round_trip(tmp_path):
@@ -232,3 +249,37 @@ def test_heldout_temperature_is_scale_equivariant():
     assert 0.7 < one["scale"] < 1.3  # the exact log h is (nearly) calibrated
     assert two["scale"] == pytest.approx(one["scale"] / 2, abs=0.02)
     assert two["log_loss"] == pytest.approx(one["log_loss"], abs=1e-3)
+
+
+def test_guided_denoiser_with_exact_parts_is_the_target_posterior():
+    """Exact source denoiser guided by the exact h at gamma 1 = the target's exact denoiser."""
+    from gtlkit.data.markov import paper_setting
+    from gtlkit.experiments.markov.diagnostics import ExactLogRatio, ExactMarkovDenoiser
+
+    source, target = paper_setting()
+    guided = GuidedDenoiser(ExactMarkovDenoiser(source, 6), ExactLogRatio(target, source), 5)
+    z = torch.randint(0, 6, (50, 6), generator=generator(2))  # id 5 = [MASK]
+    want = ExactMarkovDenoiser(target, 6)(z).double()
+    got = guided(z, torch.rand(50)).double()
+    m = z == 5
+    assert torch.allclose(got[m].exp(), want[m].exp(), atol=1e-4)
+    guided.gamma = 0.0  # unguided: the source posterior
+    src = ExactMarkovDenoiser(source, 6)(z).double()
+    assert torch.allclose(guided(z, torch.rand(50)).double()[m].exp(), src[m].exp(), atol=1e-4)
+
+
+def test_choose_gamma_finds_one_for_the_exact_ratio_and_half_for_twice_it():
+    from gtlkit.data.markov import paper_setting
+    from gtlkit.experiments.markov.diagnostics import ExactLogRatio, ExactMarkovDenoiser
+    from gtlkit.processes import MaskedProcess
+
+    source, target = paper_setting()
+    rows = target.sample(64, 6, generator(4))
+    den, exact = ExactMarkovDenoiser(source, 6), ExactLogRatio(target, source)
+    one = choose_gamma(den, exact, MaskedProcess(5), rows, eval_rows=2048, seed=1)
+    assert 0.8 < one["gamma"] < 1.25
+    assert one["heldout_nelbo"] <= one["heldout_nelbo_at_1"] + 1e-9 < one["heldout_nelbo_source"]
+    two = choose_gamma(
+        den, lambda x, t: 2 * exact(x, t), MaskedProcess(5), rows, eval_rows=2048, seed=1
+    )
+    assert two["gamma"] == pytest.approx(one["gamma"] / 2, abs=0.02)

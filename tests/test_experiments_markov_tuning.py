@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from gtlkit._io import read_json
 from gtlkit.experiments.markov import baselines, gtl, tuning
 from gtlkit.experiments.markov.config import BASELINES, MarkovExperimentConfig, quick_config
 from gtlkit.experiments.markov.report import tuning_table
@@ -112,3 +113,19 @@ def test_resolve_tuned_applies_a_matching_file_only(tmp_path):
         resolve_tuned(cfg.replace(tuned=str(tmp_path / "missing.json")))
     # the tuned settings are part of the results' fingerprint
     assert cfg.fingerprint(tuned["settings"]) != cfg.fingerprint({})
+
+
+def test_shipped_tuned_settings_apply_to_the_default_run():
+    cfg = MarkovExperimentConfig()
+    tuned = resolve_tuned(cfg)
+    assert tuned["note"] == "applied", tuned
+    doc = read_json(tuned["source"])
+    assert doc["command"].startswith("gtl experiment markov --tune")
+    grid = {m: {c["name"] for c in cands} for m, cands in tuning_grid().items()}
+    for n in cfg.n_target:
+        chosen = tuned["settings"][str(n)]
+        assert set(chosen) == set(grid)
+    for c in doc["choice"]:
+        assert c["candidate"] in grid[c["method"]]
+        assert c["criterion"] == min(c["scores"].values())
+        assert len(c["scores"]) == doc["candidates_per_method"]

@@ -7,7 +7,7 @@
   resolved config file;
 * :mod:`.baselines`: the early-stopped baseline denoiser trainer;
 * :mod:`.gtl`: GTL through the public :func:`~gtlkit.training.fit_ratio`, its held-out
-  criterion and the guidance temperature chosen on held-out rows;
+  criteria (the ratio network's log-loss; the guided denoiser's NELBO, which chooses gamma);
 * :mod:`.tuning`: choosing each method's settings by its held-out criterion;
 * :mod:`.sampling`: timed sampling with the planned sampler;
 * :mod:`.settings`: dataclass fields with help text, from which the CLI builds its options.

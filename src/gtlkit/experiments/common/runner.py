@@ -96,6 +96,21 @@ class ResultsStore:
         self.data[name] = [e for e in self.data[name] if self.key(name, e) != k] + [entry]
         self.save()
 
+    def merge_from(self, path: str | os.PathLike) -> int:
+        """Add the entries of another results file of the same settings (a part of the same
+        experiment run elsewhere, e.g. one seed per process); entries already here win.
+        Returns the number added; ``ValueError`` if the file holds other settings."""
+        other = ResultsStore(path, self.data["fingerprint"], self.keys)
+        added = 0
+        for name in self.keys:
+            done = self.done(name)
+            for e in other.data[name]:
+                if self.key(name, e) not in done:
+                    self.data[name].append(e)
+                    added += 1
+        self.save()
+        return added
+
     def save(self) -> None:
         if self.on_save is not None:
             self.on_save(self.data)

@@ -1,6 +1,6 @@
 """Ablations of GTL in the Markov experiment (``--ablation NAME``), on the main run's splits.
 
-* ``gamma``: fixed guidance strengths instead of the held-out temperature;
+* ``gamma``: fixed guidance strengths instead of the held-out NELBO's choice;
 * ``top_k``: candidates per position; ``planner``: which position is revealed next;
 * ``estimator``: noisy classifier or regression, recurrent or transformer body;
 * ``space``: the regression's space (ratio, Poisson, log);
@@ -85,7 +85,7 @@ def run_ablations(cfg: MarkovExperimentConfig, store, runner, console: Any) -> N
                 fits[key] = (
                     (log_ratio, info)
                     if same
-                    else fit_gtl(cc, data.source, data.target(seed, n), seed)
+                    else fit_gtl(cc, data.source, data.target(seed, n), seed, denoiser=den)
                 )
             log_ratio, info = fits[key]
             extra_secs = info["train_seconds"]
@@ -144,7 +144,7 @@ def _ablate_overlap(
             _, tgt_o = make_chains(c)
             rows = tgt_o.sample(n, cfg.seq_len, generator(cfg.data_seed, seed, 3, int(mass * 1000)))
             split = split_rows(rows, cfg.heldout_fraction, cfg.data_seed, seed, n, 7)
-            log_ratio, info = fit_gtl(c, source, split, seed)
+            log_ratio, info = fit_gtl(c, source, split, seed, denoiser=denoiser_o)
             overlap = overlap_diagnostics(
                 log_ratio, c, source.heldout, rows, seed, denoiser_o, OVERLAP_GAMMAS
             )

@@ -137,7 +137,7 @@ class MarkovExperimentConfig(ConfigBase):
     ratio_lr: float = setting(3e-3, "Ratio network learning rate (transformers: at most 1e-3).")
     gamma: float | None = setting(
         None,
-        "Guidance strength; default: the temperature minimising the held-out log-loss.",
+        "Guidance strength; default: the one minimising the guided held-out NELBO.",
     )
     top_k: int | None = setting(None, "Candidate tokens per position (default: all).")
     planner: str = setting("random", "Planner: random, confidence, margin, entropy.")

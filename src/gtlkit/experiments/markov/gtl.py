@@ -6,8 +6,9 @@ and target training rows, validated on their held-out rows
 classifier (docs/method.md, section 4) whose body is
 :class:`~gtlkit.nn.RecurrentScalarNet` (a bidirectional GRU of width 32 with a summed
 per-position readout; docs/markov.md says why), 1,500 steps of 256 source + 256 target rows
-at lr 3e-3 with EMA 0.99, no time input. The guidance strength is the temperature that
-minimises the held-out log-loss unless ``cfg.gamma`` fixes it.
+at lr 3e-3 with EMA 0.99, no time input. The guidance strength ``gamma`` is the one whose
+guided denoiser has the lowest held-out NELBO on the target's held-out rows
+(:func:`~gtlkit.experiments.common.gtl.choose_gamma`), unless ``cfg.gamma`` fixes it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gtlkit._io import read_json, write_json
-from gtlkit.experiments.common.gtl import fit_gtl_ratio
+from gtlkit.experiments.common.gtl import choose_gamma, fit_gtl_ratio
 from gtlkit.experiments.common.seeds import seed_int
 from gtlkit.experiments.common.splits import Split
 from gtlkit.experiments.markov.config import MarkovExperimentConfig
@@ -62,11 +63,13 @@ def fit_gtl(
     target: Split,
     seed: int,
     out_dir: Path | None = None,
+    denoiser: Any = None,
 ) -> tuple[Any, dict]:
     """Learn ``log h``; returns ``(log_ratio, info)``. With ``out_dir``, a saved fit is loaded.
 
     ``info`` is :func:`~gtlkit.experiments.common.gtl.fit_gtl_ratio`'s record, whose
-    ``criterion`` holds the held-out log-loss and the temperature that minimises it.
+    ``criterion`` holds the held-out log-loss and the temperature that minimises it; with the
+    source ``denoiser``, ``gamma_choice`` holds :func:`choose_gamma`'s held-out NELBO choice.
     """
     from gtlkit.guidance import GuidanceBundle
     from gtlkit.processes import MaskedProcess
@@ -85,11 +88,23 @@ def fit_gtl(
         criterion_seed=seed_int(seed, n, 6),
     )
     info["space"] = cfg.space if cfg.estimator == "regression" else None
+    if denoiser is not None:
+        info["gamma_choice"] = choose_gamma(
+            denoiser,
+            bundle.log_ratio,
+            MaskedProcess(cfg.total_vocab),
+            target.heldout,
+            seed=seed_int(seed, 3),  # the baselines' held-out noise draws: comparable NELBOs
+        )
     if info_path is not None:
         write_json(info_path, info)
     return bundle.log_ratio, info
 
 
 def gtl_gamma(cfg: MarkovExperimentConfig, info: dict) -> float:
-    """``cfg.gamma`` if set, else the held-out temperature of the fit (``info``)."""
-    return float(cfg.gamma) if cfg.gamma is not None else float(info["criterion"]["scale"])
+    """``cfg.gamma`` if set, else the held-out NELBO choice of the fit (``info``)."""
+    if cfg.gamma is not None:
+        return float(cfg.gamma)
+    if "gamma_choice" not in info:
+        raise ValueError("no gamma chosen for this fit: fit_gtl needs the source denoiser")
+    return float(info["gamma_choice"]["gamma"])

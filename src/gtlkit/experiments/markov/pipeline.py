@@ -6,8 +6,8 @@
 3. Per seed and target-set size ``n``, with the settings tuned for ``(n, method)``
    (:mod:`.tuning`; the shipped ``tuned.json`` by default): ``target_only`` and ``finetuned``
    (early-stopped on the held-out NELBO), ``gtl`` (the frozen source denoiser guided by
-   ``gamma * log h``, ``log h`` from :func:`~gtlkit.training.fit_ratio`, ``gamma`` the
-   held-out temperature; :mod:`.gtl`), and once per seed the unguided source (``n = 0``).
+   ``gamma * log h``, ``log h`` from :func:`~gtlkit.training.fit_ratio`, ``gamma`` chosen by
+   the guided model's held-out NELBO; :mod:`.gtl`), and once per seed the unguided source (``n = 0``).
 4. Exact metrics of ``samples`` generated sequences per run (:mod:`.evaluate`), exact-oracle
    diagnostics (:mod:`.diagnostics`), optional ablations (:mod:`.ablations`).
 
@@ -71,7 +71,7 @@ class MethodRunner:
             mdir = self.out / "models" / "gtl" / f"n{n}_s{seed}"
             c = self.config(n, "gtl")
             self._gtl[(n, seed)] = fit_gtl(
-                c, self.data.source, self.data.target(seed, n), seed, mdir
+                c, self.data.source, self.data.target(seed, n), seed, mdir, self.denoiser
             )
         return self._gtl[(n, seed)]
 
@@ -90,6 +90,7 @@ class MethodRunner:
             return {
                 "seconds": info["train_seconds"] + secs,
                 "settings": self._settings(n, method),
+                "heldout_nelbo": info["best_heldout_nelbo"],
                 "train": info,
                 **evaluate_samples(x, src, tgt),
             }
@@ -100,8 +101,17 @@ class MethodRunner:
             "seconds": info["train_seconds"] + secs,
             "settings": self._settings(n, method),
             "gamma": gamma,
+            "heldout_nelbo": info.get("gamma_choice", {}).get("heldout_nelbo"),
             "ratio": info,
             **evaluate_samples(x, src, tgt),
+        }
+        # the other held-out choice of gamma (the classifier's temperature), for the record
+        scale = info["criterion"]["scale"]
+        xs, _ = sample_method(self.denoiser, c, (seed, n, 8), log_ratio, scale)
+        m = evaluate_samples(xs, src, tgt)
+        entry["at_temperature"] = {
+            "gamma": scale,
+            **{k: m[k] for k in ("mean_abs_error", "mean_diag")},
         }
         rows = torch.cat([split.train, split.heldout])
         entry["overlap"] = overlap_diagnostics(

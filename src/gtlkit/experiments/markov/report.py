@@ -35,7 +35,7 @@ def summarize(entries: list[dict], keys: tuple[str, ...] = ("n_target", "method"
     for gk, items in groups.items():
         row: dict = dict(zip(keys, gk, strict=True))
         row["n_seeds"] = len(items)
-        for m in (*METRIC_KEYS, "gamma", "seconds"):
+        for m in (*METRIC_KEYS, "heldout_nelbo", "gamma", "seconds"):
             vals = [float(e[m]) for e in items if e.get(m) is not None]
             if not vals:
                 continue
@@ -61,7 +61,7 @@ def results_table(results: dict) -> str:
     )
     head = (
         "| n target | method | MAE (mean ± sd) | max err | mean diag | KL | target loglik | "
-        "source loglik | gamma | seconds | seeds |"
+        "source loglik | held-out NELBO | gamma | seconds | seeds |"
     )
     if paper:
         head += " paper MAE / diag |"
@@ -78,7 +78,8 @@ def results_table(results: dict) -> str:
             f"| {n if n else '–'} | {r['method']} | {pm(r, 'mean_abs_error')} | "
             f"{r.get('max_abs_error_mean', math.nan):.3f} | {r.get('mean_diag_mean', math.nan):.3f} | "
             f"{r.get('kl_mean', math.nan):.4f} | {r.get('target_loglik_mean', math.nan):.2f} | "
-            f"{r.get('source_loglik_mean', math.nan):.2f} | {_f(r.get('gamma_mean'))} | "
+            f"{r.get('source_loglik_mean', math.nan):.2f} | {_f(r.get('heldout_nelbo_mean'), '.4f')} | "
+            f"{_f(r.get('gamma_mean'))} | "
             f"{r.get('seconds_mean', math.nan):.1f} | "
             f"{r['n_seeds']} |"
         )
@@ -92,7 +93,9 @@ def results_table(results: dict) -> str:
             f"Target matrix mean diagonal: {results.get('target_mean_diag', math.nan):.3f}. "
             f"Samples per method and seed: {cfg.get('samples')}. "
             f"`source` is the source model unguided (no target data, n shown as –). "
-            "gamma: GTL's guidance strength (mean over seeds; chosen on held-out rows)."
+            "held-out NELBO: nats per token on the target's held-out rows (the same noise draws "
+            "for every method; GTL: the guided source model). gamma: GTL's guidance strength "
+            "(mean over seeds), chosen by that NELBO."
         )
     if paper:
         lines.append("")
@@ -149,15 +152,15 @@ def results_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _f(v: Any) -> str:
-    return "–" if v is None or v != v else f"{float(v):.3g}"
+def _f(v: Any, fmt: str = ".3g") -> str:
+    return "–" if v is None or v != v else f"{float(v):{fmt}}"
 
 
 def tuning_table(doc: dict) -> str:
     """Markdown table of a tuning document: every candidate's held-out criterion per n.
 
     Baselines: held-out NELBO per token; GTL: held-out log-loss at the best temperature
-    (the temperature in brackets). The chosen candidate is in bold.
+    (in brackets). The chosen candidate is in bold.
     """
     lines = [
         "| n target | method | candidate | held-out criterion (mean over tuning seeds) |",
@@ -172,7 +175,7 @@ def tuning_table(doc: dict) -> str:
     ):
         for name, score in c["scores"].items():
             s = scales.get((c["n_target"], name))
-            extra = f" (gamma {sum(s) / len(s):.2f})" if s else ""
+            extra = f" (temperature {sum(s) / len(s):.2f})" if s else ""
             text = f"{score:.4f}{extra}"
             if name == c["candidate"]:
                 name, text = f"**{name}**", f"**{text}**"

@@ -35,9 +35,9 @@ def test_grid_has_equal_budgets_and_tunes_only_the_declared_fields():
 def _fake_criterion(method: str, settings: dict) -> float:
     """A made-up held-out criterion with a known best candidate per method."""
     if method == "target_only":
-        return abs(settings["lr"] - 5e-4) * 100 + settings["d_model"] / 1000  # d32, lr 5e-4
+        return abs(settings["lr"] - 5e-3) * 100 + settings["d_model"] / 1000  # d64, lr 5e-3
     if method == "finetuned":
-        return abs(settings["finetune_lr"] - 1e-3)  # lr 1e-3
+        return abs(settings["finetune_lr"] - 2e-3)  # lr 2e-3
     return {"recurrent": 0.3, "transformer": 0.2}.get(settings["ratio_arch"], 0.25) + (
         0.1 if settings["estimator"] == "regression" else 0.0
     )  # the transformer-like body with the noisy classifier
@@ -71,8 +71,8 @@ def test_tuning_picks_the_candidate_with_the_best_held_out_criterion(tmp_path, m
     assert {n for _, n, _ in calls} == {16, 8}  # the training rows of the fixed splits
     choice = {(c["n_target"], c["method"]): c for c in doc["choice"]}
     for n in (20, 10):
-        assert choice[(n, "target_only")]["settings"] == {"d_model": 32, "n_layers": 1, "lr": 5e-4}
-        assert choice[(n, "finetuned")]["settings"] == {"finetune_lr": 1e-3}
+        assert choice[(n, "target_only")]["settings"] == {"d_model": 64, "n_layers": 2, "lr": 5e-3}
+        assert choice[(n, "finetuned")]["settings"] == {"finetune_lr": 2e-3}
         assert choice[(n, "gtl")]["settings"]["estimator"] == "noisy_classifier"
         assert choice[(n, "gtl")]["settings"]["ratio_arch"] != "recurrent"
     saved = json.loads((tmp_path / "tuning.json").read_text())
@@ -129,3 +129,14 @@ def test_shipped_tuned_settings_apply_to_the_default_run():
         assert c["candidate"] in grid[c["method"]]
         assert c["criterion"] == min(c["scores"].values())
         assert len(c["scores"]) == doc["candidates_per_method"]
+
+
+def test_candidates_outside_the_current_grid_are_kept_but_never_chosen():
+    grid = tuning_grid()
+    entry = {"n_target": 20, "method": "finetuned", "seed": 100}
+    entries = [
+        {**entry, "candidate": "lr0.0001", "settings": {"finetune_lr": 1e-4}, "criterion": 0.1},
+        {**entry, "candidate": "lr0.002", "settings": {"finetune_lr": 2e-3}, "criterion": 0.5},
+    ]
+    kept = tuning._in_grid(entries, grid)
+    assert [e["candidate"] for e in kept] == ["lr0.002"]

@@ -327,3 +327,39 @@ def load_wrapper_or_net(path):
     from gtlkit.nn.serialization import from_pretrained
 
     return from_pretrained(path)
+
+
+def test_local_conv_branch_mixes_only_neighbours_and_round_trips(tmp_path):
+    """conv_kernel=3 with zero attention and MLP: a position's features depend on itself and
+    its two neighbours only."""
+    import torch
+
+    from gtlkit.nn import DenoiserNet, TransformerConfig
+
+    torch.manual_seed(0)
+    cfg = TransformerConfig(
+        vocab_size=10,
+        seq_len=12,
+        d_model=16,
+        n_layers=1,
+        time_conditioning=False,
+        positions="rotary",
+        conv_kernel=3,
+    )
+    net = DenoiserNet(cfg)
+    block = net.backbone.blocks[0]
+    for m in (block.attn.proj, block.mlp[2]):
+        torch.nn.init.zeros_(m.weight)
+        torch.nn.init.zeros_(m.bias)
+    x = torch.randint(0, 10, (1, 12))
+    y = x.clone()
+    y[0, 8] = (x[0, 8] + 1) % 10
+    fx, fy = net.features(x, None), net.features(y, None)
+    changed = (fx - fy).abs().sum(-1)[0] > 1e-6
+    assert changed.tolist() == [i in (7, 8, 9) for i in range(12)]
+    net.save_pretrained(tmp_path / "m")
+    back = DenoiserNet.from_pretrained(tmp_path / "m")
+    assert back.config.conv_kernel == 3
+    assert torch.equal(back(x), net(x))
+    with pytest.raises(ValueError, match="conv_kernel"):
+        TransformerConfig(vocab_size=10, seq_len=12, conv_kernel=2)

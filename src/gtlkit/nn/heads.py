@@ -57,9 +57,12 @@ class GTLNet(nn.Module):
             t = 0.0
         return self.backbone(x_t, t)
 
-    def save_pretrained(self, directory: str | PathLike, extra: dict | None = None) -> None:
-        """Write ``model.safetensors`` and ``config.json`` to ``directory`` (:mod:`gtlkit.nn.serialization`)."""
-        save_pretrained(self, directory, extra=extra)
+    def save_pretrained(
+        self, directory: str | PathLike, extra: dict | None = None, dtype: torch.dtype | None = None
+    ) -> None:
+        """Write ``model.safetensors`` and ``config.json`` to ``directory``
+        (:mod:`gtlkit.nn.serialization`); ``dtype`` e.g. ``torch.float16`` halves the file."""
+        save_pretrained(self, directory, extra=extra, dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, directory: str | PathLike, map_location: str = "cpu") -> Self:

@@ -78,13 +78,18 @@ def _sha256(path: Path) -> str:
 
 
 def save_pretrained(
-    model: nn.Module, directory: str | os.PathLike, extra: dict | None = None
+    model: nn.Module,
+    directory: str | os.PathLike,
+    extra: dict | None = None,
+    dtype: torch.dtype | None = None,
 ) -> None:
     """Write ``model``'s weights and config to ``directory`` (created if missing), atomically.
 
     ``model`` must be a registered :class:`GTLNet` (DenoiserNet, ScalarNet, PositionNet,
     TokenNet or a class passed to :func:`register_class`). ``extra`` is any JSON-serialisable
     dict stored beside the config (e.g. the forward process) and read back by :func:`load_extra`.
+    ``dtype`` (e.g. ``torch.float16``, to halve a shipped file) stores floating-point weights in
+    that type; :func:`from_pretrained` always rebuilds a float32 model.
     """
     name = type(model).__name__
     if _REGISTRY.get(name) is not type(model):
@@ -94,7 +99,15 @@ def save_pretrained(
         )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point type, got {dtype}")
+    state = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
+        .detach()
+        .cpu()
+        .contiguous()
+        for k, v in model.state_dict().items()
+    }
     weights = directory / WEIGHTS_NAME
     atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     meta = {

@@ -32,8 +32,13 @@ class TransformerConfig(ConfigBase):
     """Sizes of a transformer network (all heads share it).
 
     ``vocab_size`` is the number ``V`` of clean tokens; inputs have ``V + 1`` ids (``V`` = [MASK]).
-    ``seq_len`` is the maximum length (learned position embeddings). ``cond_dim`` is the width of
-    the time embedding that drives the AdaLN modulation.
+    ``seq_len`` is the maximum length. ``cond_dim`` is the width of the time embedding that
+    drives the AdaLN modulation. ``positions`` is ``"learned"`` (absolute position embeddings,
+    the default) or ``"rotary"`` (rotary embeddings of queries and keys: attention sees relative
+    offsets from the first step). ``conv_kernel > 0`` adds to every block a depthwise
+    convolution branch over positions (odd kernel width, "same" padding): each position sees its
+    neighbours from the first step, which attention alone learns slowly (a text denoiser stays
+    on the unigram plateau for thousands of steps without it, docs/text.md).
     """
 
     vocab_size: int
@@ -45,8 +50,16 @@ class TransformerConfig(ConfigBase):
     dropout: float = 0.0
     time_conditioning: bool = True
     cond_dim: int = 128
+    positions: str = "learned"
+    conv_kernel: int = 0
 
     def __post_init__(self) -> None:
+        if self.conv_kernel < 0 or (self.conv_kernel and self.conv_kernel % 2 == 0):
+            raise ValueError(f"conv_kernel must be 0 or odd, got {self.conv_kernel}")
+        if self.positions not in ("learned", "rotary"):
+            raise ValueError(f"positions must be 'learned' or 'rotary', got {self.positions!r}")
+        if self.positions == "rotary" and (self.d_model // max(self.n_heads, 1)) % 2:
+            raise ValueError("positions='rotary' needs an even head width d_model / n_heads")
         if self.vocab_size < 1 or self.seq_len < 1:
             raise ValueError(
                 f"vocab_size and seq_len must be >= 1, got {self.vocab_size}, {self.seq_len}"
@@ -95,13 +108,32 @@ def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1.0 + scale[:, None, :]) + shift[:, None, :]
 
 
-class SelfAttention(nn.Module):
-    """Bidirectional multi-head self-attention (no mask) via ``scaled_dot_product_attention``."""
+def rotary_tables(L: int, dim: int, device: torch.device, base: float = 10_000.0):
+    """``(cos, sin)``, each ``FloatTensor[L, dim]``, for rotary embeddings of width ``dim``."""
+    inv = 1.0 / base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+    ang = torch.arange(L, device=device, dtype=torch.float32)[:, None] * inv[None]  # [L, dim/2]
+    ang = torch.cat([ang, ang], dim=-1)  # [L, dim]
+    return ang.cos(), ang.sin()
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float):
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x: [B, H, L, dh]`` by position (half-split convention); tables ``[L, dh]``."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rot = torch.cat([-x2, x1], dim=-1)
+    return x * cos.to(x.dtype) + rot * sin.to(x.dtype)
+
+
+class SelfAttention(nn.Module):
+    """Bidirectional multi-head self-attention (no mask) via ``scaled_dot_product_attention``.
+
+    With ``rotary=True`` queries and keys are rotated by position (relative-position attention).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, rotary: bool = False):
         super().__init__()
         self.n_heads = n_heads
         self.dropout = dropout
+        self.rotary = rotary
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
 
@@ -110,21 +142,49 @@ class SelfAttention(nn.Module):
         B, L, d = x.shape
         qkv = self.qkv(x).view(B, L, 3, self.n_heads, d // self.n_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, L, dh]
+        if self.rotary:
+            cos, sin = rotary_tables(L, q.shape[-1], x.device)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [B, H, L, dh]
         return self.proj(y.transpose(1, 2).reshape(B, L, d))
 
 
+class LocalConv(nn.Module):
+    """Pre-LN depthwise convolution over positions: ``[B, L, d] -> [B, L, d]`` (same length)."""
+
+    def __init__(self, d_model: int, kernel: int, affine: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model, elementwise_affine=affine)
+        self.conv = nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2, groups=d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(self.norm(x).transpose(1, 2)).transpose(1, 2)  # [B, L, d]
+        return self.proj(F.gelu(y, approximate="tanh"))
+
+
 class TransformerBlock(nn.Module):
-    """One pre-LN block; AdaLN-modulated (shift, scale, gate per branch) if ``cond_dim`` is set."""
+    """One pre-LN block; AdaLN-modulated (shift, scale, gate per branch) if ``cond_dim`` is set.
+
+    With ``conv_kernel > 0`` a :class:`LocalConv` residual branch runs before attention.
+    """
 
     def __init__(
-        self, d_model: int, n_heads: int, mlp_ratio: float, dropout: float, cond_dim: int | None
+        self,
+        d_model: int,
+        n_heads: int,
+        mlp_ratio: float,
+        dropout: float,
+        cond_dim: int | None,
+        rotary: bool = False,
+        conv_kernel: int = 0,
     ):
         super().__init__()
         affine = cond_dim is None
+        self.local = LocalConv(d_model, conv_kernel, affine) if conv_kernel else None
         self.norm1 = nn.LayerNorm(d_model, elementwise_affine=affine)
-        self.attn = SelfAttention(d_model, n_heads, dropout)
+        self.attn = SelfAttention(d_model, n_heads, dropout, rotary=rotary)
         self.norm2 = nn.LayerNorm(d_model, elementwise_affine=affine)
         hidden = round(mlp_ratio * d_model)
         self.mlp = nn.Sequential(
@@ -137,6 +197,8 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor | None) -> Tensor:
         """``x: [B, L, d]``, ``c: [B, cond_dim]`` or None -> ``[B, L, d]``."""
+        if self.local is not None:
+            x = x + self.drop(self.local(x))
         if self.adaln is None:
             x = x + self.drop(self.attn(self.norm1(x)))
             return x + self.drop(self.mlp(self.norm2(x)))
@@ -172,7 +234,7 @@ def prepare_inputs(
 
 
 class Backbone(nn.Module):
-    """Token + position embeddings, ``n_layers`` blocks and a final (modulated) LayerNorm.
+    """Token (+ learned position) embeddings, ``n_layers`` blocks, a final (modulated) LayerNorm.
 
     ``forward(x_t, t) -> FloatTensor[B, L, d_model]``; see the module docstring for the inputs.
     """
@@ -183,10 +245,21 @@ class Backbone(nn.Module):
         d = config.d_model
         cond = config.cond_dim if config.time_conditioning else None
         self.tok_emb = nn.Embedding(config.vocab_size + 1, d)  # row V = [MASK]
-        self.pos_emb = nn.Parameter(torch.zeros(config.seq_len, d))
+        rotary = config.positions == "rotary"
+        self.pos_emb: nn.Parameter | None = (
+            None if rotary else nn.Parameter(torch.zeros(config.seq_len, d))
+        )
         self.time_emb = TimeEmbedding(config.cond_dim) if cond is not None else None
         self.blocks = nn.ModuleList(
-            TransformerBlock(d, config.n_heads, config.mlp_ratio, config.dropout, cond)
+            TransformerBlock(
+                d,
+                config.n_heads,
+                config.mlp_ratio,
+                config.dropout,
+                cond,
+                rotary,
+                config.conv_kernel,
+            )
             for _ in range(config.n_layers)
         )
         self.norm_f = nn.LayerNorm(d, elementwise_affine=cond is None)
@@ -203,7 +276,8 @@ class Backbone(nn.Module):
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
-        nn.init.normal_(self.pos_emb, std=0.02)
+        if self.pos_emb is not None:
+            nn.init.normal_(self.pos_emb, std=0.02)
         for m in self.modules():
             if isinstance(m, TransformerBlock) and m.adaln is not None:
                 nn.init.zeros_(m.adaln.weight)
@@ -223,7 +297,10 @@ class Backbone(nn.Module):
         cfg = self.config
         x_t, t = prepare_inputs(x_t, t, cfg.vocab_size + 1, cfg.seq_len)
         L = x_t.shape[1]
-        h = self.drop(self.embed(x_t) + self.pos_emb[:L][None])
+        h = self.embed(x_t)
+        if self.pos_emb is not None:
+            h = h + self.pos_emb[:L][None]
+        h = self.drop(h)
         c = self.time_emb(t) if self.time_emb is not None else None
         for block in self.blocks:
             h = block(h, c)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from gtlkit import losses
 from gtlkit.processes import MaskedProcess, Process, UniformProcess
+from gtlkit.training.callbacks import Callback
 from gtlkit.training.loop import TrainConfig, TrainResult, train
 
 __all__ = ["evaluate_nelbo", "train_denoiser"]
@@ -100,6 +102,9 @@ def train_denoiser(
     *,
     val_repeats: int = 1,
     resume: bool = True,
+    callbacks: Sequence[Callback] | None = None,
+    max_seconds: float | None = None,
+    val_seed: int | None = None,
 ) -> TrainResult:
     """Train ``model`` (a denoiser ``(x_t [B, L], t [B]) -> logits [B, L, V]``) on clean data.
 
@@ -108,7 +113,11 @@ def train_denoiser(
     bound with ``num_steps_T`` steps). Validation (every ``cfg.eval_every`` steps and at the
     end, EMA weights) reports :func:`evaluate_nelbo`'s metrics with a fixed seed, so values at
     different steps are comparable. With ``out_dir`` the final (EMA) model is also saved to
-    ``out_dir/model`` with the process and loss recorded in its ``extra``.
+    ``out_dir/model`` with the process and loss recorded in its ``extra`` (not when the run
+    paused). ``callbacks`` (e.g. :class:`~gtlkit.training.callbacks.EarlyStopping` on
+    ``"nelbo_per_token"``) and ``max_seconds`` (a per-call time budget; a rerun resumes) are
+    passed to :func:`gtlkit.training.train`; ``val_seed`` fixes the validation noise draws
+    (default ``cfg.seed + 1``).
     """
     T = _discrete_steps(loss, num_steps_T)
     _check_data(train_data, process, "train_data")
@@ -152,7 +161,7 @@ def train_denoiser(
                 data,
                 batch_size=cfg.batch_size,
                 repeats=val_repeats,
-                seed=cfg.seed + 1,
+                seed=cfg.seed + 1 if val_seed is None else val_seed,
                 discrete_steps=T,
             )
 
@@ -165,9 +174,11 @@ def train_denoiser(
         val_data=val_data,
         val_fn=val_fn,
         resume=resume,
+        callbacks=callbacks,
+        max_seconds=max_seconds,
     )
 
-    if out_dir is not None and hasattr(result.model, "save_pretrained"):
+    if out_dir is not None and not result.paused and hasattr(result.model, "save_pretrained"):
         from accelerate.state import PartialState
 
         if PartialState().is_main_process:

@@ -128,7 +128,8 @@ class TrainResult:
     ``history`` the list of logged dicts (also in ``out_dir/history.jsonl``); ``steps`` the
     number of optimizer steps done in total (including those before a resume); ``raw_state``
     a CPU copy of the final non-averaged weights (only when the EMA is on); ``stopped_early``
-    whether a callback ended the run before ``cfg.steps``.
+    whether a callback ended the run before ``cfg.steps``; ``paused`` whether the call's
+    ``max_seconds`` budget ended it (checkpointed; a rerun continues).
     """
 
     model: nn.Module
@@ -137,6 +138,7 @@ class TrainResult:
     out_dir: Path | None = None
     raw_state: dict[str, Tensor] | None = None
     stopped_early: bool = False
+    paused: bool = False
 
 
 def _progress(enabled: bool) -> Any:
@@ -186,6 +188,7 @@ def train(
     val_fn: ValFn | None = None,
     resume: bool = True,
     callbacks: Sequence[Callback] | None = None,
+    max_seconds: float | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``cfg.steps`` optimizer steps of ``loss_fn(model, batch, generator)``.
 
@@ -200,7 +203,12 @@ def train(
     run stops there when any callback's ``should_stop`` is set (broadcast to all processes),
     and ``TrainResult.stopped_early`` says so. With ``out_dir`` and ``resume=True`` an existing
     ``out_dir/checkpoints/last`` is resumed (a run that stopped early stays stopped).
+    ``max_seconds`` is this call's wall-clock budget: when it is spent the run checkpoints and
+    returns with ``TrainResult.paused`` set (the schedule is untouched, so a rerun with the same
+    ``out_dir`` continues where it paused).
     """
+    if max_seconds is not None and max_seconds <= 0:
+        raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     callbacks = list(callbacks or [])
@@ -305,6 +313,7 @@ def train(
     n_since_log = 0
     grad_norm = float("nan")
     last_eval = last_ckpt = -1
+    paused = False
     if cfg.eval_at_start and step == 0 and not stopped:
         stopped = validate(0)
         last_eval = 0
@@ -359,8 +368,18 @@ def train(
             if stopped or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
                 checkpoint(step)
                 last_ckpt = step
+            if max_seconds is not None and step < cfg.steps and not stopped:
+                over = main and time.perf_counter() - t0 > max_seconds
+                if any_process_true(accelerator, over):
+                    paused = True
+                    break
 
-    if step > start or ckpt is None:  # something new happened: final eval and checkpoint
+    if paused:
+        if last_ckpt != step:
+            checkpoint(step)
+        if main and cfg.progress:
+            accelerator.print(f"paused at step {step} of {cfg.steps}: time budget spent")
+    elif step > start or ckpt is None:  # something new happened: final eval and checkpoint
         if last_eval != step:
             stopped = validate(step) and step < cfg.steps
         if last_ckpt != step:
@@ -379,4 +398,5 @@ def train(
         out_dir=out,
         raw_state=raw_state,
         stopped_early=bool(stopped and step < cfg.steps),
+        paused=paused,
     )

@@ -3,6 +3,7 @@
 * ``gtl demo`` (:mod:`.demo`): the quick Markov-chain experiment into ``./runs/demo``.
 * ``gtl experiment markov`` (:mod:`.experiment`): the synthetic Markov-chain experiment
   (docs/markov.md); ``--tune`` chooses every method's settings on held-out rows.
+* ``gtl train`` (:mod:`.train`): a tokenizer and a masked diffusion denoiser from text files.
 * ``gtl bench ...`` (:mod:`.bench`): benchmarks (:mod:`gtlkit.experiments.bench`).
 
 Heavy modules (torch, the pipelines) are imported inside the commands so that ``gtl --help``
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import typer
 
-from gtlkit.cli import bench, demo, experiment
+from gtlkit.cli import bench, demo, experiment, train
 from gtlkit.cli._options import int_list, str_list
 
 __all__ = ["app", "int_list", "main", "str_list"]
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(experiment.app, name="experiment")
 demo.register(app)
+train.register(app)
 bench.register(app)
 
 

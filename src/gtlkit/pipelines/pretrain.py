@@ -61,6 +61,9 @@ class PretrainConfig(ConfigBase):
     n_heads: int = setting(4, "Attention heads.")
     mlp_ratio: float = setting(4.0, "MLP width over d_model.")
     positions: str = setting("rotary", "Position encoding: rotary or learned.")
+    conv_kernel: int = setting(
+        5, "Width of each block's local convolution (0: attention only; odd widths)."
+    )
     time_conditioning: bool = setting(
         False, "Condition on the noise level (masked diffusion does not need it)."
     )
@@ -308,6 +311,7 @@ def run_pretrain(
             n_heads=cfg.n_heads,
             mlp_ratio=cfg.mlp_ratio,
             positions=cfg.positions,
+            conv_kernel=cfg.conv_kernel,
             time_conditioning=cfg.time_conditioning,
         )
     )

@@ -37,8 +37,8 @@ class TransformerConfig(ConfigBase):
     the default) or ``"rotary"`` (rotary embeddings of queries and keys: attention sees relative
     offsets from the first step). ``conv_kernel > 0`` adds to every block a depthwise
     convolution branch over positions (odd kernel width, "same" padding): each position sees its
-    neighbours from the first step, which attention alone learns slowly (a text denoiser stays
-    on the unigram plateau for thousands of steps without it, docs/text.md).
+    neighbours from the first step, which attention alone learns slowly (without it a text
+    denoiser stays on the unigram plateau for over a thousand steps; benchmarks/text_plateau.py).
     """
 
     vocab_size: int

@@ -14,7 +14,6 @@ Every problem found while loading raises :class:`LoadError` (a ``ValueError``) n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from gtlkit._io import atomic_write
+from gtlkit._io import atomic_write, sha256_file
 from gtlkit.nn.transformer import TransformerConfig
 
 if TYPE_CHECKING:
@@ -68,15 +67,6 @@ def registered_classes() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 8 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 23):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_pretrained(
     model: nn.Module,
     directory: str | os.PathLike,
@@ -117,7 +107,7 @@ def save_pretrained(
         "config": model.config.to_dict(),
         "kwargs": model.init_kwargs(),
         "extra": extra or {},
-        "weights": {"bytes": weights.stat().st_size, "sha256": _sha256(weights)},
+        "weights": {"bytes": weights.stat().st_size, "sha256": sha256_file(weights)},
     }
     text = json.dumps(meta, indent=2, sort_keys=True)  # fails early if extra is not JSON
     atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
@@ -185,7 +175,7 @@ def from_pretrained(
             f"{weights} has {size} bytes, config.json expects {expected['bytes']} "
             "(truncated or replaced file)"
         )
-    if "sha256" in expected and _sha256(weights) != expected["sha256"]:
+    if "sha256" in expected and sha256_file(weights) != expected["sha256"]:
         raise LoadError(f"{weights} does not match the SHA-256 recorded in config.json (corrupt)")
     try:
         state = load_file(weights, device=str(map_location))

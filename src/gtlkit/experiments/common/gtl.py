@@ -116,15 +116,25 @@ class GuidedDenoiser(nn.Module):
     """The guided masked-diffusion denoiser ``p_gamma(v | z) ∝ p(v | z) h(z[l <- v]) ** gamma``.
 
     ``(x_t LongTensor[B, L], t FloatTensor[B]) -> logits FloatTensor[B, L, V]``: at masked
-    positions the log-softmax of ``log p(. | z) + gamma * (log h(z[l <- v]) - log h(z))`` over
-    all ``V`` candidates (exact guidance, ``L * V`` ratio rows per state: for small
-    vocabularies), elsewhere the source denoiser's logits (SUBS carry-over). Denoiser logits
-    and candidate scores are cached per state, so evaluating many ``gamma`` on the same noise
+    positions the log-softmax of ``log p(. | z) + gamma * (log h(z[l <- v]) - log h(z))``,
+    elsewhere the source denoiser's logits (SUBS carry-over).
+
+    ``top_k=None`` scores all ``V`` candidates (exact guidance, ``L * V`` ratio rows per state:
+    for small vocabularies). With ``top_k = k`` only the denoiser's ``k`` most likely tokens
+    at a position are scored, as the top-k sampler does; guidance reweights the mass inside
+    that set and leaves the mass outside it where the denoiser put it, so every token keeps
+    a finite log-probability and a held-out NELBO stays defined. Denoiser logits and
+    candidate scores are cached per state, so evaluating many ``gamma`` on the same noise
     draws costs one pass of each network. Set :attr:`gamma` between evaluations.
     """
 
     def __init__(
-        self, denoiser: nn.Module, log_ratio: Callable, vocab_size: int, chunk: int = 8192
+        self,
+        denoiser: nn.Module,
+        log_ratio: Callable,
+        vocab_size: int,
+        chunk: int = 8192,
+        top_k: int | None = None,
     ):
         super().__init__()
         from gtlkit._io import module_device
@@ -135,34 +145,52 @@ class GuidedDenoiser(nn.Module):
         self._anchor = nn.Parameter(torch.zeros(0, device=module_device(denoiser)), False)
         self.vocab_size = vocab_size
         self.chunk = chunk
+        self.top_k = None if top_k is None or top_k >= vocab_size else int(top_k)
         self.gamma = 1.0
-        self._cache: dict[bytes, tuple[Tensor, Tensor, Tensor]] = {}
+        self._cache: dict[bytes, tuple[Tensor, Tensor, Tensor, Tensor | None]] = {}
 
     @torch.no_grad()
-    def _scores(self, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _scores(self, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         key = z.cpu().numpy().tobytes() + t.cpu().numpy().tobytes()
         if key not in self._cache:
             V = self.vocab_size
             logits = self.denoiser(z, t).float()  # [B, L, V]
             masked = z == V
             b, pos = masked.nonzero(as_tuple=True)  # [M]
-            rows = z[b].repeat_interleave(V, 0)  # [M * V, L]
-            cand = torch.arange(V, device=z.device).repeat(len(b))
-            rows[torch.arange(len(rows), device=z.device), pos.repeat_interleave(V)] = cand
-            tt = t[b].repeat_interleave(V)
+            if self.top_k is None:
+                cand = torch.arange(V, device=z.device).expand(len(b), V)  # [M, V]
+            else:
+                cand = logits[b, pos].topk(self.top_k, dim=-1).indices  # [M, k]
+            K = cand.shape[1]
+            rows = z[b].repeat_interleave(K, 0)  # [M * K, L]
+            rows[torch.arange(len(rows), device=z.device), pos.repeat_interleave(K)] = cand.reshape(
+                -1
+            )
+            tt = t[b].repeat_interleave(K)
             parts = [
                 self.log_ratio(rows[i : i + self.chunk], tt[i : i + self.chunk]).float()
                 for i in range(0, len(rows), self.chunk)
             ]
-            cand_scores = torch.cat(parts).view(-1, V) if parts else torch.zeros(0, V)
-            self._cache[key] = (logits, masked, cand_scores - cand_scores.mean(1, keepdim=True))
+            s = torch.cat(parts).view(-1, K) if parts else torch.zeros(0, K)
+            s = s - s.mean(1, keepdim=True)
+            self._cache[key] = (logits, masked, s, None if self.top_k is None else cand)
         return self._cache[key]
 
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
-        logits, masked, s = self._scores(x_t, t)
+        logits, masked, s, cand = self._scores(x_t, t)
         out = logits.clone()
-        lp = torch.log_softmax(logits[masked], -1)
-        out[masked] = torch.log_softmax(lp + self.gamma * s.to(lp.device), -1)
+        lp = torch.log_softmax(logits[masked], -1)  # [M, V]
+        s = s.to(lp.device)
+        if cand is None:
+            out[masked] = torch.log_softmax(lp + self.gamma * s, -1)
+            return out
+        # reweight inside the top-k set; its total mass stays that of the denoiser
+        lp_k = lp.gather(1, cand)  # [M, k]
+        mass_k = torch.logsumexp(lp_k, -1, keepdim=True)
+        tilted = lp_k + self.gamma * s
+        out[masked] = lp.scatter(
+            1, cand, tilted - torch.logsumexp(tilted, -1, keepdim=True) + mass_k
+        )
         return out
 
 
@@ -176,16 +204,21 @@ def choose_gamma(
     seed: int = 0,
     max_gamma: float = MAX_SCALE,
     tol: float = 0.01,
+    top_k: int | None = None,
+    chunk: int = 8192,
+    batch_size: int = 1024,
 ) -> dict:
     """The ``gamma`` whose guided denoiser has the lowest held-out NELBO per token.
 
     The held-out rows are repeated to at least ``eval_rows`` noised rows (fixed draws per
-    ``seed``, as the baselines' early stopping does). Returns ``{"gamma", "heldout_nelbo" (at
+    ``seed``, as the baselines' early stopping does). ``top_k`` scores only the denoiser's
+    top ``k`` candidates (:class:`GuidedDenoiser`; for large vocabularies), ``chunk`` ratio
+    rows per ratio call, ``batch_size`` held-out rows per denoiser call. Returns ``{"gamma", "heldout_nelbo" (at
     gamma), "heldout_nelbo_at_1", "heldout_nelbo_source" (gamma = 0), "n_heldout"}``.
     """
     from gtlkit.training.denoiser import evaluate_nelbo
 
-    guided = GuidedDenoiser(denoiser, log_ratio, process.vocab_size)
+    guided = GuidedDenoiser(denoiser, log_ratio, process.vocab_size, chunk=chunk, top_k=top_k)
     repeats = max(1, math.ceil(eval_rows / target_heldout.shape[0]))
     cache: dict[float, float] = {}
 
@@ -194,7 +227,7 @@ def choose_gamma(
         if g not in cache:
             guided.gamma = g
             rep = evaluate_nelbo(
-                guided, process, target_heldout, batch_size=1024, repeats=repeats, seed=seed
+                guided, process, target_heldout, batch_size=batch_size, repeats=repeats, seed=seed
             )
             cache[g] = rep["nelbo_per_token"]
         return cache[g]
@@ -218,8 +251,11 @@ def fit_gtl_ratio(
     *,
     criterion_seed: int = 0,
     criterion_repeats: int = 8,
+    denoiser_params: int | None = None,
 ) -> tuple:
     """``fit_ratio`` on the training rows, validated on the held-out rows; then the criterion.
+
+    ``denoiser_params`` caps the ratio network at ``ratio_config.max_param_fraction`` of it.
 
     Returns ``(bundle, info)``: the :class:`~gtlkit.guidance.GuidanceBundle` and a record with
     ``train_seconds``, ``estimator``, ``arch``, ``params``, ``fit_ratio_heldout`` (what
@@ -237,6 +273,7 @@ def fit_gtl_ratio(
             process,
             ratio_config,
             out_dir=out_dir,
+            denoiser_params=denoiser_params,
             val_source=source.heldout,
             val_target=target.heldout,
         )

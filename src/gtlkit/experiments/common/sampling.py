@@ -24,18 +24,23 @@ def timed_sample(
     gamma: float = 1.0,
     top_k: int | None = None,
     planner: str = "random",
+    positions_per_step: int | None = None,
+    batch_size: int = 1024,
+    stats_out: dict | None = None,
 ) -> tuple[Tensor, float]:
     """``num_samples`` sequences ``LongTensor[N, L]`` and the seconds they took.
 
     Unguided when ``log_ratio`` is None or ``gamma == 0``; otherwise guided by
-    ``gamma * log h`` over ``top_k`` candidates (None: all) at the ``planner``'s positions.
-    The sampler's generator is seeded from ``seed_parts``.
+    ``gamma * log h`` over ``top_k`` candidates (None: all) at the ``planner``'s positions,
+    ``positions_per_step`` at a time (None: one), ``batch_size`` sequences at once. The
+    sampler's generator is seeded from ``seed_parts``. ``stats_out``, if given, receives the
+    sampler's :class:`~gtlkit.types.SampleStats` as a dict.
     """
     from gtlkit.sampling import sample
 
     t0 = time.perf_counter()
     with torch.no_grad():
-        x, _ = sample(
+        x, stats = sample(
             denoiser,
             num_samples,
             seq_len,
@@ -45,6 +50,9 @@ def timed_sample(
             top_k=top_k,
             planner=planner,
             generator=generator(*seed_parts, 31),
-            batch_size=1024,
+            batch_size=batch_size,
+            positions_per_step=positions_per_step,
         )
+    if stats_out is not None:
+        stats_out.update(stats.as_dict())
     return x, time.perf_counter() - t0

@@ -10,18 +10,17 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from gtlkit._io import read_json, write_json
 from gtlkit.experiments.common.baselines import (
     EarlyStopSettings,
     epoch_budget,
     train_early_stopped,
+    train_source_denoiser,
 )
 from gtlkit.experiments.common.seeds import seed_int
 from gtlkit.experiments.common.splits import Split
@@ -95,16 +94,7 @@ def train_source(
     """Train (or load, or resume) the source denoiser under ``model_dir``."""
     from gtlkit.processes import MaskedProcess
     from gtlkit.training import TrainConfig
-    from gtlkit.training.denoiser import train_denoiser
 
-    info_path = model_dir / "info.json"
-    if info_path.is_file() and (model_dir / "model" / "config.json").is_file():
-        return DenoiserNet.from_pretrained(model_dir / "model"), read_json(info_path)
-    if console is not None:
-        console.print(
-            f"[bold]source denoiser[/bold]: {cfg.source_steps} steps on "
-            f"{len(source.train)} sequences ({model_dir})"
-        )
     torch.manual_seed(seed_int(cfg.data_seed, 41))
     model = DenoiserNet(denoiser_config(cfg))
     tcfg = TrainConfig(
@@ -120,23 +110,6 @@ def train_source(
         seed=seed_int(cfg.data_seed, 42),
         progress=cfg.progress,
     )
-    t0 = time.perf_counter()
-    result = train_denoiser(
-        model,
-        MaskedProcess(cfg.total_vocab),
-        source.train,
-        tcfg,
-        out_dir=model_dir,
-        val_data=source.heldout,
+    return train_source_denoiser(
+        model, MaskedProcess(cfg.total_vocab), source, tcfg, model_dir, console
     )
-    vals = [h for h in result.history if h.get("kind") == "val"]
-    info = {
-        "steps": result.steps,
-        "seconds": time.perf_counter() - t0,
-        "params": model.num_parameters(),
-        "epochs": cfg.source_steps * cfg.batch_size / len(source.train),
-        **source.sizes(),
-        "heldout_nelbo_per_token": vals[-1]["nelbo_per_token"] if vals else None,
-    }
-    write_json(info_path, info)
-    return result.model.eval(), info

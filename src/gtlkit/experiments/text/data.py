@@ -1,0 +1,172 @@
+"""The documents, splits and packed rows of the text experiment, shared by every method.
+
+Each domain has fixed train / validation / test documents (:mod:`gtlkit.data.wiki`, or six
+files in ``data_dir``). For overlap ``r`` a fixed share ``r`` of the target TRAINING
+documents moves into the source training set (the same documents at every seed); the target
+budgets are drawn from the rest, so no document is on both sides. For ``(seed, budget, r)``
+the target training rows are the first ``round(budget * n)`` documents of a seeded shuffle
+of the remaining training documents (nested: a smaller budget is a subset of a larger one of
+the same seed), and the held-out rows the first ``max(min_heldout_docs, round(budget *
+n_val))`` of a seeded shuffle of the target validation documents. Every method asks this
+object and gets the same rows. Documents are packed into ``seq_len``-token rows with the
+tokenizer's separator (:func:`gtlkit.data.text.pack_documents`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from gtlkit.experiments.common.splits import Split
+from gtlkit.experiments.text.config import TextExperimentConfig
+
+__all__ = ["SPLIT_NAMES", "TextData", "load_split_documents"]
+
+SPLIT_NAMES = ("train", "val", "test")
+_OVERLAP_STREAM = 7_001
+_BUDGET_STREAM = 7_002
+_HELDOUT_STREAM = 7_003
+
+
+def load_split_documents(data_dir: str | None) -> dict[str, dict[str, list[str]]]:
+    """``{"source" | "target": {"train" | "val" | "test": [text, ...]}}``.
+
+    From ``data_dir``'s ``{domain}_{split}.txt`` files (one document per line, or JSONL), or
+    the Wikipedia corpus's fixed splits when ``data_dir`` is None.
+    """
+    if data_dir is None:
+        from gtlkit.data.wiki import wiki_splits
+
+        return wiki_splits()
+    from gtlkit.data.text import read_documents
+
+    root = Path(data_dir)
+    out: dict[str, dict[str, list[str]]] = {}
+    for domain in ("source", "target"):
+        out[domain] = {}
+        for split in SPLIT_NAMES:
+            path = root / f"{domain}_{split}.txt"
+            if not path.is_file() and (root / f"{domain}_{split}.jsonl").is_file():
+                path = root / f"{domain}_{split}.jsonl"
+            out[domain][split] = read_documents(path)
+    return out
+
+
+@dataclass
+class TextData:
+    """Tokenised documents and the rows of every ``(seed, budget, r)``.
+
+    ``docs`` as :func:`load_split_documents` gives them, ``tokenizer`` a ``tokenizers``
+    tokenizer with the separator token, ``seq_len`` the row length.
+    """
+
+    docs: dict[str, dict[str, list[str]]]
+    tokenizer: Any
+    seq_len: int
+    min_heldout_docs: int = 4
+    _ids: dict[tuple[str, str], list[list[int]]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, cfg: TextExperimentConfig, tokenizer: Any, seq_len: int) -> TextData:
+        return cls(load_split_documents(cfg.data_dir), tokenizer, seq_len, cfg.min_heldout_docs)
+
+    @property
+    def sep_id(self) -> int:
+        from gtlkit.data.text import SEPARATOR
+
+        sep = self.tokenizer.token_to_id(SEPARATOR)
+        if sep is None:
+            raise ValueError(f"the tokenizer has no {SEPARATOR!r} token")
+        return int(sep)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tokenizer.get_vocab_size())
+
+    def ids(self, domain: str, split: str) -> list[list[int]]:
+        """Token ids of every document of ``domain``/``split`` (encoded once)."""
+        key = (domain, split)
+        if key not in self._ids:
+            enc = self.tokenizer.encode_batch(self.docs[domain][split])
+            self._ids[key] = [e.ids for e in enc]
+        return self._ids[key]
+
+    def pack(self, docs: list[list[int]], drop_last: bool = False) -> Tensor:
+        """``LongTensor[N, seq_len]`` of ``docs`` packed with separators."""
+        from gtlkit.data.text import pack_documents
+
+        return pack_documents(docs, self.seq_len, self.sep_id, drop_last=drop_last)
+
+    def overlap_split(self, r: float) -> tuple[list[int], list[int]]:
+        """Indices of the target training documents ``(moved to the source, kept)`` at ``r``."""
+        n = len(self.docs["target"]["train"])
+        order = list(range(n))
+        random.Random(_OVERLAP_STREAM).shuffle(order)  # the same documents for every seed
+        k = round(r * n)
+        return order[:k], order[k:]
+
+    def source(self, r: float = 0.0) -> Split:
+        """Source rows at ``r``: training documents plus the moved target documents, and the
+        source validation documents as held-out rows."""
+        moved, _ = self.overlap_split(r)
+        tgt = self.ids("target", "train")
+        docs = self.ids("source", "train") + [tgt[i] for i in moved]
+        return Split(self.pack(docs, drop_last=True), self.pack(self.ids("source", "val")))
+
+    def budget_indices(self, seed: int, budget: float, r: float = 0.0) -> list[int]:
+        """Target training documents of ``(seed, budget, r)``: a prefix of one seeded order."""
+        _, kept = self.overlap_split(r)
+        order = list(kept)
+        random.Random(_BUDGET_STREAM * 1_000 + seed).shuffle(order)
+        return order[: max(1, round(budget * len(order)))]
+
+    def heldout_indices(self, seed: int, budget: float) -> list[int]:
+        """Target validation documents held out at ``(seed, budget)`` (a prefix, as above)."""
+        val = list(range(len(self.docs["target"]["val"])))
+        random.Random(_HELDOUT_STREAM * 1_000 + seed).shuffle(val)
+        return val[: min(len(val), max(self.min_heldout_docs, round(budget * len(val))))]
+
+    def target(self, seed: int, budget: float, r: float = 0.0) -> Split:
+        """The target rows of ``(seed, budget, r)`` (training and held-out), see module doc."""
+        tr, va = self.ids("target", "train"), self.ids("target", "val")
+        return Split(
+            self.pack([tr[i] for i in self.budget_indices(seed, budget, r)]),
+            self.pack([va[i] for i in self.heldout_indices(seed, budget)]),
+        )
+
+    def budget_docs(self, seed: int, budget: float, r: float = 0.0) -> int:
+        """Number of target training documents of ``(seed, budget, r)``."""
+        return len(self.budget_indices(seed, budget, r))
+
+    def test_rows(self, domain: str = "target") -> Tensor:
+        """Packed test documents of ``domain`` (full rows only)."""
+        return self.pack(self.ids(domain, "test"), drop_last=True)
+
+    def heldout_rows(self, domain: str = "target") -> Tensor:
+        """Packed validation documents of ``domain`` (full rows only)."""
+        return self.pack(self.ids(domain, "val"), drop_last=True)
+
+    def train_rows(self, domain: str) -> Tensor:
+        """Packed training documents of ``domain`` (full rows only; r = 0)."""
+        return self.pack(self.ids(domain, "train"), drop_last=True)
+
+    def decode(self, rows: Tensor) -> list[str]:
+        """Text of each row, separators shown as line breaks between documents."""
+        sep = self.sep_id
+        out = []
+        for row in rows.tolist():
+            parts, cur = [], []
+            for t in row:
+                if t == sep:
+                    parts.append(cur)
+                    cur = []
+                else:
+                    cur.append(int(t))
+            parts.append(cur)
+            texts = [self.tokenizer.decode(p).strip() for p in parts if p]
+            out.append("\n".join(t for t in texts if t))
+        return out

@@ -1,0 +1,45 @@
+"""The pretrained models shipped inside the package.
+
+``wiki-source``: a masked diffusion denoiser (about 5M parameters, fp16) and its byte-level BPE
+tokenizer, trained by ``gtl train`` on the source split of the offline Wikipedia corpus (every
+topic but "Physical sciences", :mod:`gtlkit.data.wiki`). Its folder holds ``config.json`` and
+``model.safetensors`` (:func:`gtlkit.nn.save_pretrained`), ``tokenizer.json``,
+``pretrain.json`` (the training command's settings, data hashes and validation NELBO) and
+``samples.txt``. docs/text.md describes how it was trained and what it reaches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_MODEL", "load_pretrained", "pretrained_dir", "pretrained_names"]
+
+DEFAULT_MODEL = "wiki-source"
+_ROOT = Path(__file__).resolve().parent
+
+
+def pretrained_names() -> list[str]:
+    """Names of the shipped models (folders holding a ``config.json``)."""
+    return sorted(p.name for p in _ROOT.iterdir() if (p / "config.json").is_file())
+
+
+def pretrained_dir(name: str = DEFAULT_MODEL) -> Path:
+    """Folder of the shipped model ``name`` (``FileNotFoundError`` listing the names)."""
+    path = _ROOT / name
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no shipped model {name!r}; shipped: {pretrained_names() or 'none'}"
+        )
+    return path
+
+
+def load_pretrained(name: str = DEFAULT_MODEL, map_location: str = "cpu") -> tuple[Any, Any]:
+    """``(denoiser, tokenizer)`` of the shipped model ``name`` (weights cast to float32)."""
+    from tokenizers import Tokenizer
+
+    from gtlkit.nn.serialization import from_pretrained
+
+    path = pretrained_dir(name)
+    model = from_pretrained(path, map_location=map_location).float().eval()
+    return model, Tokenizer.from_file(str(path / "tokenizer.json"))

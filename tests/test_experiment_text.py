@@ -1,0 +1,186 @@
+"""The text experiment: shared rows, the top-k guided denoiser, and ``--quick`` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from _text_data import write_text_domains
+from gtlkit.experiments.text.config import RESULT_KEYS, TextExperimentConfig, quick_config
+
+
+@pytest.fixture(scope="module")
+def text_dir(tmp_path_factory):
+    return write_text_domains(tmp_path_factory.mktemp("text") / "data")
+
+
+@pytest.fixture(scope="module")
+def text_data(text_dir):
+    from gtlkit.data.text import train_bpe_tokenizer
+    from gtlkit.experiments.text.data import TextData, load_split_documents
+
+    docs = load_split_documents(str(text_dir))
+    tok = train_bpe_tokenizer(docs["source"]["train"], vocab_size=200)
+    return TextData(docs, tok, seq_len=16, min_heldout_docs=3)
+
+
+def _doc_set(data, rows):
+    return set(data.decode(rows))
+
+
+def test_budgets_are_nested_shared_and_disjoint_from_moved_documents(text_data):
+    d = text_data
+    moved, kept = d.overlap_split(0.25)
+    assert len(moved) == 20 and len(kept) == 60 and not set(moved) & set(kept)
+    assert d.overlap_split(0.25) == (moved, kept)  # fixed, whatever the seed
+    a, b = d.target(0, 1.0, 0.25), d.target(0, 1.0, 0.25)
+    assert torch.equal(a.train, b.train) and torch.equal(a.heldout, b.heldout)
+    assert d.budget_docs(0, 0.3, 0.25) == round(0.3 * 60)
+    # nested: the 30% documents of a seed are the first of its 100% order
+    small, big = d.budget_indices(0, 0.3), d.budget_indices(0, 1.0)
+    assert big[: len(small)] == small and sorted(big) == sorted(range(80))
+    assert d.budget_indices(1, 0.3) != small
+    assert len(d.heldout_indices(0, 0.01)) == 3 and len(d.heldout_indices(0, 1.0)) == 20
+    # no moved document is a target training document at that r
+    tgt_train = d.ids("target", "train")
+    moved_docs = {tuple(tgt_train[i]) for i in moved}
+    kept_docs = {tuple(tgt_train[i]) for i in kept}
+    assert not moved_docs & kept_docs
+    # held-out rows: at least min_heldout_docs documents, other seeds differ
+    assert d.target(0, 0.01).heldout.numel() > 0
+    assert not torch.equal(d.target(0, 0.3).train, d.target(1, 0.3).train)
+    # the source at r holds more rows than at r = 0
+    assert d.source(0.25).train.shape[0] > d.source(0.0).train.shape[0]
+
+
+def test_decode_round_trips_documents(text_data):
+    from gtlkit.experiments.text.data import TextData
+
+    d = TextData(text_data.docs, text_data.tokenizer, seq_len=256)
+    docs = d.docs["target"]["test"][:3]
+    rows = d.pack([e.ids for e in d.tokenizer.encode_batch(docs)])
+    assert rows.shape[0] == 1  # three short documents fit in one row
+    assert d.decode(rows) == ["\n".join(docs)]
+
+
+def _tiny_denoiser(V, L, seed=0):
+    from gtlkit.nn import DenoiserNet, TransformerConfig
+
+    torch.manual_seed(seed)
+    cfg = TransformerConfig(
+        vocab_size=V,
+        seq_len=L,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        time_conditioning=False,
+        cond_dim=16,
+    )
+    return DenoiserNet(cfg).eval()
+
+
+def test_topk_guided_denoiser_reweights_inside_the_top_k_only():
+    from gtlkit.experiments.common.gtl import GuidedDenoiser
+
+    V, L = 9, 5
+    den = _tiny_denoiser(V, L)
+    w = torch.randn(V + 1)
+
+    def log_ratio(x, t):
+        return w[x].sum(-1)
+
+    z = torch.randint(0, V, (4, L))
+    z[:, 1] = V
+    z[0, 3] = V
+    t = torch.full((4,), 0.5)
+    exact = GuidedDenoiser(den, log_ratio, V)
+    full_k = GuidedDenoiser(den, log_ratio, V, top_k=V)
+    topk = GuidedDenoiser(den, log_ratio, V, top_k=3)
+    masked = z == V
+    with torch.no_grad():
+        base = torch.log_softmax(den(z, t), -1)[masked]
+        for g in (0.0, 0.7, 2.0):
+            for m in (exact, full_k, topk):
+                m.gamma = g
+            e, f, k = exact(z, t)[masked], full_k(z, t)[masked], topk(z, t)[masked]
+            torch.testing.assert_close(e, f)
+            torch.testing.assert_close(k.logsumexp(-1), torch.zeros(len(k)), atol=1e-5, rtol=0)
+            top = base.topk(3, -1).indices
+            inside = torch.zeros_like(base, dtype=torch.bool).scatter(1, top, True)
+            # outside the top-k the denoiser's log-probabilities stand; inside, the mass is kept
+            torch.testing.assert_close(k[~inside], base[~inside])
+            torch.testing.assert_close(
+                k.masked_fill(~inside, -math.inf).logsumexp(-1),
+                base.masked_fill(~inside, -math.inf).logsumexp(-1),
+            )
+            if g == 0.0:
+                torch.testing.assert_close(k, base)
+            else:  # inside, the guided ratios follow exp(gamma * score differences)
+                rows = z[masked.nonzero()[:, 0]]
+                pos = masked.nonzero()[:, 1]
+                for i in range(len(k)):
+                    a, b = top[i, 0], top[i, 1]
+                    xa, xb = rows[i].clone(), rows[i].clone()
+                    xa[pos[i]], xb[pos[i]] = a, b
+                    want = (
+                        base[i, a]
+                        - base[i, b]
+                        + g * (log_ratio(xa[None], t[:1]) - log_ratio(xb[None], t[:1]))[0]
+                    )
+                    assert abs(float(k[i, a] - k[i, b] - want)) < 1e-4
+
+
+def test_config_refuses_unequal_tuning_budgets_and_bad_values():
+    with pytest.raises(ValueError, match="same number"):
+        TextExperimentConfig(target_only_lrs=[1e-3], finetune_lrs=[1e-4, 3e-4], ratio_lrs=[1e-3])
+    with pytest.raises(ValueError, match="budgets"):
+        TextExperimentConfig(budgets=[0.0])
+    with pytest.raises(ValueError, match="overlaps"):
+        TextExperimentConfig(overlaps=[1.0])
+    with pytest.raises(ValueError, match="unknown methods"):
+        TextExperimentConfig(methods=["gtl", "magic"])
+    assert TextExperimentConfig().fingerprint() == TextExperimentConfig(seeds=[5]).fingerprint()
+    assert TextExperimentConfig().fingerprint() != TextExperimentConfig(top_k=8).fingerprint()
+
+
+@pytest.mark.slow
+def test_quick_run_end_to_end_resumes_and_refuses_other_settings(tmp_path, text_dir):
+    pytest.importorskip("mauve")
+    from gtlkit.experiments.text.pipeline import run_text_experiment, text_tasks
+
+    out = tmp_path / "run"
+    cfg = quick_config(data_dir=str(text_dir))
+    results = run_text_experiment(cfg, out)
+    runs = results["runs"]
+    assert len(runs) == len(text_tasks(cfg))
+    for e in runs:
+        assert set(RESULT_KEYS) <= set(e)
+        assert 0.0 <= e["mauve"] <= 1.0 and 0.0 <= e["domain_score"] <= 1.0
+        assert e["gen_ppl"] is None  # ppl_model="none" in the quick settings
+        assert (out / e["samples_file"]).is_file()
+        if e["method"] == "gtl" and e["gamma"] > 0:
+            assert e["ratio_rows_per_sample"] > 0
+            assert e["trained_params"] <= 0.5 * results["source_models"]["main"]["params"]
+        if e["method"] in ("source", "target_only", "finetuned"):
+            assert e["ratio_rows_per_sample"] == 0
+    for name in (
+        "results.json",
+        "table.md",
+        "config.json",
+        "mauve_vs_budget.png",
+        "sweep_vs_gamma.png",
+    ):
+        assert (out / name).is_file(), name
+    assert "## Main study" in (out / "table.md").read_text()
+    ev = results["evaluation"]
+    assert ev["classifier"]["test_balanced_accuracy"] > 0.9  # the two domains are separable
+    assert ev["mauve_ceiling"] > ev["mauve_floor"]
+    # a rerun skips every finished entry
+    before = json.loads((out / "results.json").read_text())["runs"]
+    again = run_text_experiment(cfg, out)
+    assert [e["mauve"] for e in again["runs"]] == [e["mauve"] for e in before]
+    with pytest.raises(ValueError, match="different settings"):
+        run_text_experiment(quick_config(data_dir=str(text_dir), top_k=4), out)

@@ -35,11 +35,16 @@ __all__ = [
     "from_pretrained",
     "load_denoiser",
     "load_extra",
+    "load_text_model",
     "register_class",
     "registered_classes",
     "resolve_model_dir",
     "save_pretrained",
 ]
+
+
+TOKENIZER_NAME = "tokenizer.json"
+"""The ``tokenizers`` file saved beside a text model (``gtl train`` writes it)."""
 
 
 def resolve_model_dir(path_or_repo: str | os.PathLike, revision: str | None = None) -> Path:
@@ -62,7 +67,9 @@ def resolve_model_dir(path_or_repo: str | os.PathLike, revision: str | None = No
     try:
         return Path(
             snapshot_download(
-                repo_id=text, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]
+                repo_id=text,
+                revision=revision,
+                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME],
             )
         )
     except Exception as e:  # network errors, missing repos, offline mode
@@ -82,3 +89,56 @@ def load_denoiser(
     if not hasattr(model, "head") or type(model).__name__ not in ("DenoiserNet", "TokenNet"):
         raise LoadError(f"{path_or_repo} holds a {type(model).__name__}, not a denoiser")
     return model
+
+
+def load_text_model(
+    model: str | os.PathLike = "shipped",
+    map_location: str | torch.device = "cpu",
+    revision: str | None = None,
+) -> tuple[GTLNet, object, dict]:
+    """``(denoiser, tokenizer, info)`` of a text model: its weights (float32, eval mode) and the
+    ``tokenizers`` tokenizer saved beside them.
+
+    ``model`` is ``"shipped"`` (the package's default, :mod:`gtlkit.pretrained`), a shipped
+    model's name, a directory written by ``save_pretrained`` / ``gtl train`` (holding
+    ``tokenizer.json``) or a Hub repo id. Raises :class:`LoadError` when the tokenizer is
+    missing or does not match the model's vocabulary (its size must equal the model's
+    ``vocab_size``; the mask id is ``vocab_size``). ``info``: ``kind``, ``path``, ``params``,
+    ``vocab_size``, ``seq_len``.
+    """
+    from gtlkit import pretrained
+
+    name = str(model)
+    if name == "shipped" or name in pretrained.pretrained_names():
+        folder = pretrained.pretrained_dir(pretrained.DEFAULT_MODEL if name == "shipped" else name)
+        kind = f"shipped:{folder.name}"
+    else:
+        folder = resolve_model_dir(model, revision)
+        kind = "directory" if Path(model).is_dir() else "hub"
+    net = load_denoiser(folder, map_location).float().eval()
+    tok_path = folder / TOKENIZER_NAME
+    if not tok_path.is_file():
+        raise LoadError(f"{folder} has no {TOKENIZER_NAME}: a text model needs its tokenizer")
+    try:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(tok_path))
+    except ImportError as e:  # pragma: no cover - tokenizers comes with every text extra
+        raise LoadError("reading a tokenizer needs `pip install tokenizers`") from e
+    except Exception as e:  # tokenizers raises a bare Exception on malformed files
+        raise LoadError(f"{tok_path} is not a tokenizers file: {e}") from e
+    V = net.config.vocab_size
+    if tok.get_vocab_size() != V:
+        raise LoadError(
+            f"the tokenizer in {folder} has {tok.get_vocab_size()} tokens but the model "
+            f"{V}: they do not belong together"
+        )
+    info = {
+        "kind": kind,
+        "model": name,
+        "path": str(folder),
+        "params": net.num_parameters(),
+        "vocab_size": V,
+        "seq_len": net.config.seq_len,
+    }
+    return net, tok, info

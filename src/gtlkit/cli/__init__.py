@@ -4,6 +4,8 @@
 * ``gtl experiment markov`` (:mod:`.experiment`): the synthetic Markov-chain experiment
   (docs/markov.md); ``--tune`` chooses every method's settings on held-out rows.
 * ``gtl train`` (:mod:`.train`): a tokenizer and a masked diffusion denoiser from text files.
+* ``gtl adapt`` / ``gtl sample`` (:mod:`.adapt`): steer a pretrained model toward your
+  documents, then sample from it.
 * ``gtl bench ...`` (:mod:`.bench`): benchmarks (:mod:`gtlkit.experiments.bench`).
 
 Heavy modules (torch, the pipelines) are imported inside the commands so that ``gtl --help``
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import typer
 
-from gtlkit.cli import bench, demo, experiment, train
+from gtlkit.cli import adapt, bench, demo, experiment, train
 from gtlkit.cli._options import int_list, str_list
 
 __all__ = ["app", "int_list", "main", "str_list"]
@@ -27,6 +29,7 @@ app = typer.Typer(
 app.add_typer(experiment.app, name="experiment")
 demo.register(app)
 train.register(app)
+adapt.register(app)
 bench.register(app)
 
 

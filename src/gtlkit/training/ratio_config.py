@@ -59,7 +59,9 @@ class RatioConfig(ConfigBase):
     labels its own training rows; :mod:`gtlkit.training.ratio_crossfit`), ``val_fraction`` held out of both domains for metrics when ``fit_ratio`` is not given
     validation rows, ``max_log_ratio`` clip of the clean log-ratios used as regression targets,
     ``t_min``/``t_max`` the range of uniformly drawn training times, ``heldout_repeats`` noise
-    draws per held-out row in ``metrics["heldout"]``.
+    draws per held-out row in ``metrics["heldout"]``, ``ckpt_every`` steps between checkpoints
+    of each stage when ``fit_ratio`` has an ``out_dir`` (0: none; a rerun into the same
+    ``out_dir`` resumes from the last one).
     """
 
     arch: str = "recurrent"
@@ -91,6 +93,7 @@ class RatioConfig(ConfigBase):
     seed: int = 0
     progress: bool = True
     log_every: int = 50
+    ckpt_every: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in SCALAR_ARCHS:
@@ -126,6 +129,7 @@ class RatioConfig(ConfigBase):
             ema_decay=self.ema_decay,
             mixed_precision=self.mixed_precision,
             log_every=self.log_every,
+            ckpt_every=self.ckpt_every,
             seed=self.seed + seed_offset,
             progress=self.progress,
         )

@@ -57,31 +57,13 @@ def load_main_source(cfg: TextExperimentConfig, out: Path, source_docs: list[str
     the data are tokenised) and the tokenizer is trained on ``source_docs`` (the source
     training documents) into ``out/tokenizer.json``.
     """
-    from tokenizers import Tokenizer
-
-    from gtlkit.nn.serialization import from_pretrained
+    from gtlkit.hub import load_text_model
 
     if cfg.model == "train":
         tok = _train_tokenizer(cfg, source_docs, out / "tokenizer.json")
         return None, tok, cfg.seq_len, {"kind": "trained here (small)"}
-    if cfg.model == "shipped":
-        from gtlkit.pretrained import DEFAULT_MODEL, pretrained_dir
-
-        folder, kind = pretrained_dir(), f"shipped ({DEFAULT_MODEL})"
-    else:
-        folder, kind = Path(cfg.model), "given folder"
-    tok_path = folder / "tokenizer.json"
-    if not tok_path.is_file():
-        raise FileNotFoundError(f"{folder} has no tokenizer.json beside the model")
-    model = from_pretrained(folder).float().eval()
-    tok = Tokenizer.from_file(str(tok_path))
-    if model.config.vocab_size != tok.get_vocab_size():
-        raise ValueError(
-            f"{folder}: the model has {model.config.vocab_size} tokens, its tokenizer "
-            f"{tok.get_vocab_size()}"
-        )
-    info = {"kind": kind, "path": str(folder), "params": model.num_parameters()}
-    pre = folder / "pretrain.json"
+    model, tok, info = load_text_model(cfg.model)
+    pre = Path(info["path"]) / "pretrain.json"
     if pre.is_file():
         info["pretrain"] = {k: v for k, v in read_json(pre).items() if k != "history"}
     return model, tok, model.config.seq_len, info

@@ -20,10 +20,13 @@ def text_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def text_data(text_dir):
     from gtlkit.data.text import train_bpe_tokenizer
+    from gtlkit.data.tokenizer import TextTokenizer
     from gtlkit.experiments.text.data import TextData, load_split_documents
 
     docs = load_split_documents(str(text_dir))
-    tok = train_bpe_tokenizer(docs["source"]["train"], vocab_size=200)
+    tok = TextTokenizer.from_tokenizers(
+        train_bpe_tokenizer(docs["source"]["train"], vocab_size=200)
+    )
     return TextData(docs, tok, seq_len=16, min_heldout_docs=3)
 
 
@@ -61,7 +64,7 @@ def test_decode_round_trips_documents(text_data):
 
     d = TextData(text_data.docs, text_data.tokenizer, seq_len=256)
     docs = d.docs["target"]["test"][:3]
-    rows = d.pack([e.ids for e in d.tokenizer.encode_batch(docs)])
+    rows = d.pack(d.tokenizer.encode_batch(docs))
     assert rows.shape[0] == 1  # three short documents fit in one row
     assert d.decode(rows) == ["\n".join(docs)]
 

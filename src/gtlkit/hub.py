@@ -91,24 +91,56 @@ def load_denoiser(
     return model
 
 
+def _is_hf_folder(folder: Path) -> bool:
+    """Whether ``folder``'s ``config.json`` is a ``transformers`` config, not gtlkit's."""
+    import json
+
+    try:
+        meta = json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") != FORMAT and "model_type" in meta
+
+
 def load_text_model(
     model: str | os.PathLike = "shipped",
     map_location: str | torch.device = "cpu",
     revision: str | None = None,
+    *,
+    trust_remote_code: bool = False,
+    preset: str = "masked_lm",
 ) -> tuple[GTLNet, object, dict]:
     """``(denoiser, tokenizer, info)`` of a text model: its weights (float32, eval mode) and the
-    ``tokenizers`` tokenizer saved beside them.
+    tokenizer saved beside them (a :class:`~gtlkit.data.tokenizer.TextTokenizer`).
 
     ``model`` is ``"shipped"`` (the package's default, :mod:`gtlkit.pretrained`), a shipped
     model's name, a directory written by ``save_pretrained`` / ``gtl train`` (holding
-    ``tokenizer.json``) or a Hub repo id. Raises :class:`LoadError` when the tokenizer is
+    ``tokenizer.json``), a Hub repo id, or a Hugging Face masked LM (``hf:`` + a folder or hub
+    id, or a folder with a ``transformers`` config; :func:`gtlkit.hf.load_hf_masked_lm` with
+    ``preset`` and ``trust_remote_code``). Raises :class:`LoadError` when the tokenizer is
     missing or does not match the model's vocabulary (its size must equal the model's
-    ``vocab_size``; the mask id is ``vocab_size``). ``info``: ``kind``, ``path``, ``params``,
-    ``vocab_size``, ``seq_len``.
+    ``vocab_size``; the mask id is ``vocab_size``). ``info``: ``kind``, ``model``, ``path``,
+    ``params``, ``vocab_size``, ``seq_len``.
     """
     from gtlkit import pretrained
 
     name = str(model)
+    if name.startswith("hf:") or (Path(name).is_dir() and _is_hf_folder(Path(name))):
+        from gtlkit.hf import load_hf_masked_lm
+
+        ref = name[3:] if name.startswith("hf:") else name
+        net, tok = load_hf_masked_lm(
+            ref, preset=preset, trust_remote_code=trust_remote_code, revision=revision
+        )
+        info = {
+            "kind": f"huggingface:{preset}",
+            "model": name,
+            "path": ref,
+            "params": net.num_parameters(),
+            "vocab_size": net.config.vocab_size,
+            "seq_len": net.config.seq_len,
+        }
+        return net, tok, info
     if name == "shipped" or name in pretrained.pretrained_names():
         folder = pretrained.pretrained_dir(pretrained.DEFAULT_MODEL if name == "shipped" else name)
         kind = f"shipped:{folder.name}"
@@ -119,18 +151,18 @@ def load_text_model(
     tok_path = folder / TOKENIZER_NAME
     if not tok_path.is_file():
         raise LoadError(f"{folder} has no {TOKENIZER_NAME}: a text model needs its tokenizer")
-    try:
-        from tokenizers import Tokenizer
+    from gtlkit.data.tokenizer import TextTokenizer
 
-        tok = Tokenizer.from_file(str(tok_path))
+    try:
+        tok = TextTokenizer.from_file(tok_path)
     except ImportError as e:  # pragma: no cover - tokenizers comes with every text extra
         raise LoadError("reading a tokenizer needs `pip install tokenizers`") from e
-    except Exception as e:  # tokenizers raises a bare Exception on malformed files
-        raise LoadError(f"{tok_path} is not a tokenizers file: {e}") from e
+    except ValueError as e:
+        raise LoadError(str(e)) from e
     V = net.config.vocab_size
-    if tok.get_vocab_size() != V:
+    if tok.vocab_size != V:
         raise LoadError(
-            f"the tokenizer in {folder} has {tok.get_vocab_size()} tokens but the model "
+            f"the tokenizer in {folder} has {tok.vocab_size} tokens but the model "
             f"{V}: they do not belong together"
         )
     info = {

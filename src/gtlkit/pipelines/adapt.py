@@ -56,6 +56,10 @@ class AdaptConfig(ConfigBase):
     model: str = setting(
         "shipped", "Source model: 'shipped', a save_pretrained folder or a Hugging Face repo id."
     )
+    preset: str = setting("masked_lm", "Hugging Face models: masked_lm or mdlm (gtlkit.hf).")
+    trust_remote_code: bool = setting(
+        False, "Run a Hugging Face repository's own model code (only if you trust it)."
+    )
     source: str | None = setting(
         None, "Source-domain documents; default: unguided samples of the model itself."
     )
@@ -134,7 +138,7 @@ def _check_run_dir(out: Path, cfg: AdaptConfig) -> None:
 
 def _documents_to_rows(path: str, tok: Any, seq_len: int, cfg: AdaptConfig, what: str):
     """``(train_rows, heldout_rows, n_docs)`` of a document file, split by document."""
-    from gtlkit.data.text import SEPARATOR, pack_documents, read_documents, split_documents
+    from gtlkit.data.text import pack_documents, read_documents, split_documents
 
     docs = read_documents(path, min_chars=cfg.min_chars)
     if len(docs) < 2:
@@ -142,12 +146,9 @@ def _documents_to_rows(path: str, tok: Any, seq_len: int, cfg: AdaptConfig, what
     train, held = split_documents(docs, [1 - cfg.val_fraction, cfg.val_fraction], cfg.seed)
     if not held:
         train, held = train[:-1], train[-1:]
-    sep = tok.token_to_id(SEPARATOR)
-    if sep is None:
-        raise AdaptError(f"the model's tokenizer has no {SEPARATOR!r} separator token")
 
     def rows(ds: list[str]):
-        return pack_documents([e.ids for e in tok.encode_batch(ds)], seq_len, sep, drop_last=False)
+        return pack_documents(tok.encode_batch(ds), seq_len, tok.sep_id, drop_last=False)
 
     return rows(train), rows(held), len(docs)
 
@@ -209,7 +210,9 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    model, tok, minfo = load_text_model(cfg.model)
+    model, tok, minfo = load_text_model(
+        cfg.model, trust_remote_code=cfg.trust_remote_code, preset=cfg.preset
+    )
     V, L = minfo["vocab_size"], minfo["seq_len"]
     tgt_tr, tgt_held, n_target = _documents_to_rows(cfg.target, tok, L, cfg, "--target")
     out.mkdir(parents=True, exist_ok=True)
@@ -284,7 +287,7 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
     report["seconds"] = time.perf_counter() - t0
     write_json(out / "report.json", report)
     write_text(out / "report.md", report_markdown(report))
-    tok.save(str(out / "tokenizer.json"))
+    tok.save(out / "tokenizer")
     import gtlkit
 
     write_json(
@@ -294,9 +297,13 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
             "version": RUN_VERSION,
             "gtlkit": gtlkit.__version__,
             "complete": True,
-            "model": {k: minfo[k] for k in ("kind", "model", "path", "vocab_size", "seq_len")},
+            "model": {
+                **{k: minfo[k] for k in ("kind", "model", "path", "vocab_size", "seq_len")},
+                "preset": cfg.preset,
+                "trust_remote_code": cfg.trust_remote_code,
+            },
             "bundle": "ratio/bundle",
-            "tokenizer": "tokenizer.json",
+            "tokenizer": "tokenizer",
             "defaults": {
                 "gamma": gamma_info["gamma"],
                 "top_k": cfg.top_k,

@@ -53,7 +53,7 @@ class AdaptedRun:
         """Token ids of ``prefix`` (``AdaptError`` if it does not fit in a row)."""
         if not prefix:
             return []
-        ids = self.tokenizer.encode(prefix).ids
+        ids = self.tokenizer.encode(prefix)
         if len(ids) >= self.seq_len:
             raise AdaptError(
                 f"the prefix has {len(ids)} tokens; the model's rows hold {self.seq_len}"
@@ -127,13 +127,11 @@ class AdaptedRun:
 
     def records(self, x: Tensor) -> list[dict]:
         """One dict per sample: ``text``, ``tokens`` and ``domain_score``."""
-        from gtlkit.data.text import SEPARATOR
-
         scores = self.domain_scores(x).tolist()
         out = []
         for row, s in zip(x.tolist(), scores, strict=True):
-            text = self.tokenizer.decode(row, skip_special_tokens=False).replace(SEPARATOR, "\n")
-            out.append({"text": text.strip(), "tokens": row, "domain_score": round(s, 4)})
+            text = self.tokenizer.decode(row)
+            out.append({"text": text, "tokens": row, "domain_score": round(s, 4)})
         return out
 
 
@@ -158,7 +156,12 @@ def load_run(run_dir: str | os.PathLike) -> AdaptedRun:
             f"this gtlkit reads {RUN_FORMAT!r} version {RUN_VERSION}: rerun gtl adapt"
         )
     try:
-        model, tok, info = load_text_model(meta["model"]["model"])
+        m = meta["model"]
+        model, tok, info = load_text_model(
+            m["model"],
+            trust_remote_code=bool(m.get("trust_remote_code", False)),
+            preset=m.get("preset", "masked_lm"),
+        )
         bundle = GuidanceBundle.load(run / meta["bundle"])
     except LoadError as e:
         raise AdaptError(f"{run}: {e}") from e

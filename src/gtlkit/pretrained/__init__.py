@@ -6,6 +6,9 @@ topic but "Physical sciences", :mod:`gtlkit.data.wiki`). Its folder holds ``conf
 ``model.safetensors`` (:func:`gtlkit.nn.save_pretrained`), ``tokenizer.json``,
 ``pretrain.json`` (the training command's settings, data hashes and validation NELBO) and
 ``samples.txt``. docs/text.md describes how it was trained and what it reaches.
+
+``wiki-physics-guide``: a ``gtl adapt`` run that steers ``wiki-source`` toward the
+"Physical sciences" documents (:data:`DEFAULT_GUIDE`).
 """
 
 from __future__ import annotations
@@ -13,14 +16,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_MODEL", "load_pretrained", "pretrained_dir", "pretrained_names"]
+__all__ = [
+    "DEFAULT_GUIDE",
+    "DEFAULT_MODEL",
+    "load_pretrained",
+    "pretrained_dir",
+    "pretrained_names",
+]
 
 DEFAULT_MODEL = "wiki-source"
+DEFAULT_GUIDE = "wiki-physics-guide"
+"""A complete ``gtl adapt`` run directory (without its training files) that guides the default
+model toward "Physical sciences": ``gtl sample`` reads it like any run, ``gtl demo`` uses it."""
 _ROOT = Path(__file__).resolve().parent
 
 
 def pretrained_names() -> list[str]:
-    """Names of the shipped models (folders holding a ``config.json``)."""
+    """Names of the shipped models and runs (folders holding a ``config.json``)."""
     return sorted(p.name for p in _ROOT.iterdir() if (p / "config.json").is_file())
 
 
@@ -35,11 +47,9 @@ def pretrained_dir(name: str = DEFAULT_MODEL) -> Path:
 
 
 def load_pretrained(name: str = DEFAULT_MODEL, map_location: str = "cpu") -> tuple[Any, Any]:
-    """``(denoiser, tokenizer)`` of the shipped model ``name`` (weights cast to float32)."""
-    from tokenizers import Tokenizer
+    """``(denoiser, tokenizer)`` of the shipped model ``name`` (weights cast to float32; the
+    tokenizer a :class:`~gtlkit.data.tokenizer.TextTokenizer`)."""
+    from gtlkit.hub import load_text_model
 
-    from gtlkit.nn.serialization import from_pretrained
-
-    path = pretrained_dir(name)
-    model = from_pretrained(path, map_location=map_location).float().eval()
-    return model, Tokenizer.from_file(str(path / "tokenizer.json"))
+    model, tok, _ = load_text_model(name, map_location)
+    return model, tok

@@ -60,8 +60,8 @@ def load_split_documents(data_dir: str | None) -> dict[str, dict[str, list[str]]
 class TextData:
     """Tokenised documents and the rows of every ``(seed, budget, r)``.
 
-    ``docs`` as :func:`load_split_documents` gives them, ``tokenizer`` a ``tokenizers``
-    tokenizer with the separator token, ``seq_len`` the row length.
+    ``docs`` as :func:`load_split_documents` gives them, ``tokenizer`` a
+    :class:`~gtlkit.data.tokenizer.TextTokenizer`, ``seq_len`` the row length.
     """
 
     docs: dict[str, dict[str, list[str]]]
@@ -76,23 +76,17 @@ class TextData:
 
     @property
     def sep_id(self) -> int:
-        from gtlkit.data.text import SEPARATOR
-
-        sep = self.tokenizer.token_to_id(SEPARATOR)
-        if sep is None:
-            raise ValueError(f"the tokenizer has no {SEPARATOR!r} token")
-        return int(sep)
+        return self.tokenizer.sep_id
 
     @property
     def vocab_size(self) -> int:
-        return int(self.tokenizer.get_vocab_size())
+        return self.tokenizer.vocab_size
 
     def ids(self, domain: str, split: str) -> list[list[int]]:
         """Token ids of every document of ``domain``/``split`` (encoded once)."""
         key = (domain, split)
         if key not in self._ids:
-            enc = self.tokenizer.encode_batch(self.docs[domain][split])
-            self._ids[key] = [e.ids for e in enc]
+            self._ids[key] = self.tokenizer.encode_batch(self.docs[domain][split])
         return self._ids[key]
 
     def pack(self, docs: list[list[int]], drop_last: bool = False) -> Tensor:
@@ -156,17 +150,4 @@ class TextData:
 
     def decode(self, rows: Tensor) -> list[str]:
         """Text of each row, separators shown as line breaks between documents."""
-        sep = self.sep_id
-        out = []
-        for row in rows.tolist():
-            parts, cur = [], []
-            for t in row:
-                if t == sep:
-                    parts.append(cur)
-                    cur = []
-                else:
-                    cur.append(int(t))
-            parts.append(cur)
-            texts = [self.tokenizer.decode(p).strip() for p in parts if p]
-            out.append("\n".join(t for t in texts if t))
-        return out
+        return [self.tokenizer.decode(row) for row in rows.tolist()]

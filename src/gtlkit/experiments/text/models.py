@@ -38,16 +38,15 @@ __all__ = [
 
 
 def _train_tokenizer(cfg: TextExperimentConfig, docs: list[str], path: Path) -> Any:
-    from tokenizers import Tokenizer
-
     from gtlkit.data.text import train_bpe_tokenizer
+    from gtlkit.data.tokenizer import TextTokenizer
 
     if path.is_file():
-        return Tokenizer.from_file(str(path))
+        return TextTokenizer.from_file(path)
     tok = train_bpe_tokenizer(docs, vocab_size=cfg.vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     tok.save(str(path))
-    return tok
+    return TextTokenizer.from_tokenizers(tok)
 
 
 def load_main_source(cfg: TextExperimentConfig, out: Path, source_docs: list[str]) -> tuple:

@@ -212,3 +212,30 @@ def _cfg(tiny):
         d_model=16, n_layers=1, source_samples=48, max_param_fraction=0.6, top_k=8, preview=2,
         gamma_eval_rows=8, progress=False,
     )  # fmt: skip
+
+
+def test_nan_model_outputs_raise_a_clear_error(run_dir):
+    from gtlkit.pipelines.generate import load_run
+
+    run = load_run(run_dir)
+    V, L = run.vocab_size, run.seq_len
+
+    def nan_denoiser(x, t):
+        return torch.full((x.shape[0], L, V), float("nan"))
+
+    bad = type(run)(nan_denoiser, run.tokenizer, run.bundle, run.meta)
+    with pytest.raises(FloatingPointError, match="NaN"):
+        bad.generate(2, gamma=0.0)
+
+
+def test_adapt_with_amortise_samples_with_the_score_head(tiny, tmp_path):
+    out = tmp_path / "amortised"
+    res = _adapt(tiny, out, "--amortise", "--amortise-steps", "20")
+    assert res.exit_code == 0, res.output
+    from gtlkit.pipelines.generate import load_run
+
+    run = load_run(out)
+    x, stats = run.generate(4, guidance="amortised", seed=0)
+    assert stats["ratio_rows"] == stats["denoiser_rows"]  # one head pass per denoiser pass
+    res = CliRunner().invoke(app, ["sample", str(tiny["root"] / "run"), "--guidance", "amortised"])
+    assert res.exit_code == 2 and "--amortise" in res.output

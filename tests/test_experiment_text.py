@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from _nets import tiny_config
 from _text_data import write_text_domains
 from gtlkit.experiments.text.config import RESULT_KEYS, TextExperimentConfig, quick_config
 
@@ -70,19 +71,10 @@ def test_decode_round_trips_documents(text_data):
 
 
 def _tiny_denoiser(V, L, seed=0):
-    from gtlkit.nn import DenoiserNet, TransformerConfig
+    from gtlkit.nn import DenoiserNet
 
     torch.manual_seed(seed)
-    cfg = TransformerConfig(
-        vocab_size=V,
-        seq_len=L,
-        d_model=16,
-        n_layers=1,
-        n_heads=2,
-        time_conditioning=False,
-        cond_dim=16,
-    )
-    return DenoiserNet(cfg).eval()
+    return DenoiserNet(tiny_config(V, L)).eval()
 
 
 def test_topk_guided_denoiser_reweights_inside_the_top_k_only():

@@ -29,7 +29,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from gtlkit.hub import LoadError
     from gtlkit.pipelines.adapt import AdaptError
 
-    return (AdaptError, TextDataError, LoadError, FileNotFoundError)
+    # FloatingPointError: NaN or infinite outputs of the model or the ratio network
+    return (AdaptError, TextDataError, LoadError, FileNotFoundError, FloatingPointError)
 
 
 @config_options(AdaptConfig, exclude=("target",))
@@ -75,6 +76,9 @@ def sample(
         Path | None, typer.Option(help="Write JSONL records here (default: print texts).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Samples drawn at once.")] = 64,
+    guidance: Annotated[
+        str, typer.Option(help="exact, taylor, or amortised (runs adapted with --amortise).")
+    ] = "exact",
 ) -> None:
     """Draw guided samples from an adapted model (JSONL: text, tokens, domain_score)."""
     from gtlkit.pipelines.generate import load_run, write_jsonl
@@ -91,6 +95,7 @@ def sample(
             seed=seed,
             prefix=prefix,
             batch_size=batch_size,
+            guidance=guidance,
         )
     except _user_errors() as e:
         _fail(e)

@@ -1,5 +1,6 @@
 """Guidance: estimators of candidate log-ratios and the wrappers that turn trained nets into them."""
 
+from .amortised import AmortisedGuidance, ScoreHead
 from .diagnostics import stepwise_overlap
 from .estimators import (
     ESTIMATORS,
@@ -24,6 +25,7 @@ from .models import (
 __all__ = [
     "ESTIMATORS",
     "MAX_LOG_RATIO",
+    "AmortisedGuidance",
     "DomainClassifier",
     "ExactGuidance",
     "GuidanceBundle",
@@ -32,6 +34,7 @@ __all__ = [
     "LogRatioModel",
     "NoisyClassifierRatio",
     "RatioNetwork",
+    "ScoreHead",
     "TaylorGuidance",
     "get_estimator",
     "guided_log_weights",

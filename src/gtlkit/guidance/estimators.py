@@ -23,6 +23,8 @@ state with ``h = 0`` is harmless (the masked samplers normalise over the candida
   denoiser); the estimator is the same;
 * :class:`TaylorGuidance` uses a first-order expansion around the one-hot input: one forward
   and one backward pass per sequence scores every position and token (Nisonoff et al. 2024).
+* :class:`~gtlkit.guidance.amortised.AmortisedGuidance` reads every score from one pass of a
+  head distilled from ``log h`` (``"amortised"``).
 """
 
 from __future__ import annotations
@@ -222,12 +224,19 @@ def _taylor(num_ids: int, chunk_size: int) -> GuidanceEstimator:
     return TaylorGuidance(num_ids=num_ids)
 
 
+def _amortised(num_ids: int, chunk_size: int) -> GuidanceEstimator:
+    from gtlkit.guidance.amortised import AmortisedGuidance
+
+    return AmortisedGuidance()
+
+
 # name -> factory(num_ids, chunk_size); a new estimator is one entry
 ESTIMATORS: dict[str, Callable[[int, int], GuidanceEstimator]] = {
     "exact": _exact,
     "topk": _exact,  # top-k candidates are chosen by the sampler; the scores are exact
     "top-k": _exact,
     "taylor": _taylor,
+    "amortised": _amortised,  # one pass of a score head (gtlkit.guidance.amortised)
 }
 
 

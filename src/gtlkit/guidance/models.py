@@ -256,6 +256,7 @@ _WRAPPERS = (
     "DomainClassifier",
     "LearnedPlanner",
     "LogRatioModel",
+    "ScoreHead",
 )
 
 
@@ -277,6 +278,10 @@ def load_wrapper(
             return LogRatioModel(net, offset=extra["offset"])
         if name == "DomainClassifier":
             return DomainClassifier(net, prior_log_odds=extra["prior_log_odds"])
+        if name == "ScoreHead":
+            from gtlkit.guidance.amortised import ScoreHead
+
+            return ScoreHead(net)
         from gtlkit.guidance.planner_model import LearnedPlanner
 
         return LearnedPlanner(net, objective=extra.get("objective", "correct"))
@@ -290,14 +295,17 @@ class GuidanceBundle:
 
     ``log_ratio`` meets the contract ``(x_t [B, L], t [B]) -> [B]`` (calling the bundle is the
     same). ``classifier`` is the clean-data domain classifier, ``noisy_classifier`` the
-    noisy-data classifier (used by the cycle term or as the estimator itself). ``process`` is
-    the forward process's config dict, ``config`` the resolved training config, ``metrics``
+    noisy-data classifier (used by the cycle term or as the estimator itself), ``score_head``
+    an optional :class:`~gtlkit.guidance.amortised.ScoreHead` distilled from ``log_ratio``
+    (``guidance="amortised"`` reads it through :meth:`candidate_scores`). ``process`` is the
+    forward process's config dict, ``config`` the resolved training config, ``metrics``
     held-out classifier metrics and ratio-network diagnostics.
     """
 
     log_ratio: LogRatioModel
     classifier: DomainClassifier | None = None
     noisy_classifier: NoisyClassifierRatio | None = None
+    score_head: nn.Module | None = None
     process: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -313,6 +321,15 @@ class GuidanceBundle:
         """
         return self.log_ratio.log_ratio_soft(onehot, t)
 
+    def candidate_scores(self, x_t: Tensor, t: Tensor | None) -> Tensor:
+        """The score head's ``[B, L, V]`` one-token score differences (amortised guidance)."""
+        if self.score_head is None:
+            raise TypeError(
+                "this bundle has no score head: fit it with RatioConfig(amortise=True) or use "
+                "guidance='exact'"
+            )
+        return self.score_head.candidate_scores(x_t, t)
+
     @property
     def estimator(self) -> str:
         """``"regression"`` (a :class:`RatioNetwork`) or ``"noisy_classifier"``."""
@@ -322,7 +339,7 @@ class GuidanceBundle:
 
     def to(self, device: str | torch.device) -> GuidanceBundle:
         """Move every network to ``device`` (in place); returns ``self``."""
-        for m in (self.log_ratio, self.classifier, self.noisy_classifier):
+        for m in (self.log_ratio, self.classifier, self.noisy_classifier, self.score_head):
             if m is not None:
                 m.to(device)
         return self
@@ -335,6 +352,8 @@ class GuidanceBundle:
             comps["noisy_classifier"] = self.noisy_classifier
         if self.log_ratio is not self.noisy_classifier:
             comps["log_ratio"] = self.log_ratio
+        if self.score_head is not None:
+            comps["score_head"] = self.score_head
         return comps
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -376,6 +395,7 @@ class GuidanceBundle:
             log_ratio=log_ratio,
             classifier=comps.get("classifier"),
             noisy_classifier=comps.get("noisy_classifier"),
+            score_head=comps.get("score_head"),
             process=meta.get("process", {}),
             config=meta.get("config", {}),
             metrics=meta.get("metrics", {}),

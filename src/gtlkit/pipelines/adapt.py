@@ -73,6 +73,10 @@ class AdaptConfig(ConfigBase):
     batch_size: int = setting(64, "Rows per domain per training step.")
     lr: float = setting(1e-3, "Learning rate of the ratio network.")
     max_param_fraction: float = setting(0.1, "Ratio network size cap, share of the model's.")
+    amortise: bool = setting(
+        False, "Also distil a score head: gtl sample --guidance amortised (one pass per step)."
+    )
+    amortise_steps: int = setting(1000, "Training steps of the score head (--amortise).")
     gamma: float | None = setting(
         None, "Guidance strength saved as the run's default; default: chosen on held-out rows."
     )
@@ -249,6 +253,8 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
             seed=cfg.seed,
             progress=cfg.progress,
             ckpt_every=100,
+            amortise=cfg.amortise,
+            amortise_steps=cfg.amortise_steps,
         )
         import warnings
 
@@ -260,6 +266,7 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
                 process,
                 rcfg,
                 out_dir=out / "ratio",
+                denoiser=model if cfg.amortise else None,
                 denoiser_params=minfo["params"],
                 val_source=src_held,
                 val_target=tgt_held,

@@ -73,11 +73,15 @@ class AdaptedRun:
         prefix: str | None = None,
         fixed: dict[int, int] | None = None,
         batch_size: int = 64,
+        guidance: str = "exact",
     ) -> tuple[Tensor, dict]:
         """``(samples LongTensor[N, L], stats)``; options default to the run's.
 
         ``prefix`` text is kept fixed at the start; ``fixed`` maps positions to token ids kept
-        fixed anywhere (infilling). ``gamma = 0`` samples the unguided model.
+        fixed anywhere (infilling). ``gamma = 0`` samples the unguided model. ``guidance``:
+        ``"exact"`` (score the top-k candidates with the ratio network), ``"taylor"`` (first
+        order, one forward and backward pass) or ``"amortised"`` (the run's score head, one
+        pass; needs ``gtl adapt --amortise``).
         """
         from gtlkit.sampling import sample
 
@@ -106,6 +110,8 @@ class AdaptedRun:
             raise AdaptError(
                 f"--planner and --positions-per-step need --sampler planned, not {sampler}"
             )
+        if guidance == "amortised" and self.bundle.score_head is None:
+            raise AdaptError("this run has no score head: rerun gtl adapt with --amortise")
         if keep:
             x_init = torch.full((num_samples, L), V, dtype=torch.long)
             for pos, tid in keep.items():
@@ -116,8 +122,9 @@ class AdaptedRun:
             num_samples,
             L,
             V,
-            log_ratio=self.bundle.log_ratio if gamma > 0 else None,
+            log_ratio=self.bundle if gamma > 0 else None,
             gamma=gamma,
+            guidance=guidance,
             sampler=sampler,
             generator=torch.Generator().manual_seed(seed),
             batch_size=batch_size,

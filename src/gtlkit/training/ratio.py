@@ -262,10 +262,16 @@ def fit_ratio(
             )
         warnings.warn(f"{where}: {verdict['warning']}{hint}", RuntimeWarning, stacklevel=2)
 
+    score_head = None
+    if cfg.amortise:
+        score_head, metrics["amortised"] = _amortise(
+            log_ratio, src_tr, tgt_tr, vs, vt, on, net_cfg, cfg, process, denoiser, out_dir
+        )
     bundle = GuidanceBundle(
         log_ratio=log_ratio,
         classifier=clf,
         noisy_classifier=noisy,
+        score_head=score_head,
         process=process.config(),
         config=resolved,
         metrics=metrics,
@@ -279,3 +285,36 @@ def fit_ratio(
         f"information); at t=0.5 AUROC {t5['auroc']:.3f}, ECE {t5['ece']:.3f}",
     )
     return bundle
+
+
+def _amortise(log_ratio, src, tgt, vs, vt, on, net_cfg, cfg, process, denoiser, out_dir):
+    """The score head of ``RatioConfig(amortise=True)``, distilled on balanced rows."""
+    from gtlkit.training.amortised import AmortiseConfig, distill_score_head
+
+    if not isinstance(process, MaskedProcess):
+        raise ValueError("amortise=True is implemented for masked diffusion (MaskedProcess)")
+    reps = max(1, len(src) // max(len(tgt), 1))
+    rows = torch.cat([src, tgt.repeat(reps, 1)])
+    acfg = AmortiseConfig(
+        d_model=net_cfg.d_model,
+        n_layers=net_cfg.n_layers,
+        n_heads=net_cfg.n_heads,
+        steps=cfg.amortise_steps,
+        batch_size=max(8, cfg.batch_size // 2),
+        candidates=cfg.amortise_candidates,
+        lr=cfg.lr,
+        seed=cfg.seed + 7,
+        progress=cfg.progress,
+    )
+    _say(cfg, f"last stage: score head for amortised guidance ({cfg.amortise_steps} steps)")
+    val = torch.cat([vs, vt]) if on == "held_out" else None
+    head, m = distill_score_head(
+        log_ratio,
+        rows,
+        acfg,
+        denoiser=denoiser,
+        val_rows=val,
+        out_dir=None if out_dir is None else Path(out_dir) / "runs" / "score_head",
+        vocab_size=process.vocab_size,
+    )
+    return head, {**m, "on": on}

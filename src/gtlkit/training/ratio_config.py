@@ -61,7 +61,11 @@ class RatioConfig(ConfigBase):
     ``t_min``/``t_max`` the range of uniformly drawn training times, ``heldout_repeats`` noise
     draws per held-out row in ``metrics["heldout"]``, ``ckpt_every`` steps between checkpoints
     of each stage when ``fit_ratio`` has an ``out_dir`` (0: none; a rerun into the same
-    ``out_dir`` resumes from the last one).
+    ``out_dir`` resumes from the last one). ``amortise`` adds a last stage (masked diffusion
+    only): a score head of the same width and depth distilled from the final ``log h`` for
+    ``amortise_steps`` steps against ``amortise_candidates`` candidates per position
+    (:mod:`gtlkit.training.amortised`), so that ``guidance="amortised"`` costs one head pass
+    per step.
     """
 
     arch: str = "recurrent"
@@ -94,6 +98,9 @@ class RatioConfig(ConfigBase):
     progress: bool = True
     log_every: int = 50
     ckpt_every: int = 0
+    amortise: bool = False
+    amortise_steps: int = 1000
+    amortise_candidates: int = 16
 
     def __post_init__(self) -> None:
         if self.arch not in SCALAR_ARCHS:

@@ -239,3 +239,25 @@ def test_adapt_with_amortise_samples_with_the_score_head(tiny, tmp_path):
     assert stats["ratio_rows"] == stats["denoiser_rows"]  # one head pass per denoiser pass
     res = CliRunner().invoke(app, ["sample", str(tiny["root"] / "run"), "--guidance", "amortised"])
     assert res.exit_code == 2 and "--amortise" in res.output
+
+
+def test_sample_across_two_processes_equals_one_process(run_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    one = tmp_path / "one.jsonl"
+    res = CliRunner().invoke(
+        app, ["sample", str(run_dir), "--num-samples", "6", "--batch-size", "2", "--out", str(one)]
+    )
+    assert res.exit_code == 0, res.output
+    two = tmp_path / "two.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "gtlkit.cli", "sample", str(run_dir), "--num-samples", "6", "--batch-size", "2",
+        "--out", str(two),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert two.read_text() == one.read_text()

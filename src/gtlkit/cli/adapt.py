@@ -80,9 +80,14 @@ def sample(
         str, typer.Option(help="exact, taylor, or amortised (runs adapted with --amortise).")
     ] = "exact",
 ) -> None:
-    """Draw guided samples from an adapted model (JSONL: text, tokens, domain_score)."""
-    from gtlkit.pipelines.generate import load_run, write_jsonl
+    """Draw guided samples from an adapted model (JSONL: text, tokens, domain_score).
 
+    Under ``torchrun`` or ``accelerate launch`` the samples are split across the processes
+    (the same samples as one process gives for the same seed); the main process writes them.
+    """
+    from gtlkit.pipelines.generate import init_processes, load_run, write_jsonl
+
+    rank, _ = init_processes()
     try:
         run = load_run(run_dir)
         x, stats = run.generate(
@@ -101,6 +106,8 @@ def sample(
         _fail(e)
     except ValueError as e:  # the sampler's own checks (unknown planner, ...)
         _fail(e)
+    if rank != 0:
+        return
     records = run.records(x)
     if out is not None:
         write_jsonl(out, records)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from gtlkit.pipelines.adapt import RUN_FORMAT, RUN_VERSION, AdaptError
 
-__all__ = ["AdaptedRun", "load_run", "write_jsonl"]
+__all__ = ["AdaptedRun", "init_processes", "load_run", "write_jsonl"]
 
 
 @dataclass
@@ -112,24 +112,42 @@ class AdaptedRun:
             )
         if guidance == "amortised" and self.bundle.score_head is None:
             raise AdaptError("this run has no score head: rerun gtl adapt with --amortise")
-        if keep:
-            x_init = torch.full((num_samples, L), V, dtype=torch.long)
-            for pos, tid in keep.items():
-                x_init[:, pos] = tid
-            options["x_init"] = x_init
-        x, stats = sample(
-            self.denoiser,
-            num_samples,
-            L,
-            V,
-            log_ratio=self.bundle if gamma > 0 else None,
-            gamma=gamma,
-            guidance=guidance,
-            sampler=sampler,
-            generator=torch.Generator().manual_seed(seed),
-            batch_size=batch_size,
-            **options,
-        )
+        # chunks of batch_size rows, chunk c drawn with seed (seed, c): the same samples
+        # whatever the number of processes sharing the chunks (torchrun / accelerate launch)
+        from gtlkit.types import _COUNTERS, SampleStats
+
+        rank, world = _process_group()
+        sizes = [min(batch_size, num_samples - i) for i in range(0, num_samples, batch_size)]
+        parts: dict[int, Tensor] = {}
+        stats = SampleStats()
+        for c in range(rank, len(sizes), world):
+            opts = dict(options)
+            if keep:
+                x_init = torch.full((sizes[c], L), V, dtype=torch.long)
+                for pos, tid in keep.items():
+                    x_init[:, pos] = tid
+                opts["x_init"] = x_init
+            parts[c], st = sample(
+                self.denoiser,
+                sizes[c],
+                L,
+                V,
+                log_ratio=self.bundle if gamma > 0 else None,
+                gamma=gamma,
+                guidance=guidance,
+                sampler=sampler,
+                generator=torch.Generator().manual_seed(seed * 1_000_003 + c),
+                batch_size=batch_size,
+                **opts,
+            )
+            stats.merge(st)
+        if world > 1:
+            gathered: list = [None] * world
+            torch.distributed.all_gather_object(gathered, (parts, stats.as_dict()))
+            parts = {c: x for p, _ in gathered for c, x in p.items()}
+            for k in (*_COUNTERS, "seconds"):  # totals over the processes
+                setattr(stats, k, sum(st[k] for _, st in gathered))
+        x = torch.cat([parts[c] for c in range(len(sizes))])
         return x, {**stats.as_dict(), "gamma": gamma, "top_k": top_k, "sampler": sampler}
 
     def records(self, x: Tensor) -> list[dict]:
@@ -140,6 +158,22 @@ class AdaptedRun:
             text = self.tokenizer.decode(row)
             out.append({"text": text, "tokens": row, "domain_score": round(s, 4)})
         return out
+
+
+def _process_group() -> tuple[int, int]:
+    """``(rank, world size)`` of an initialised torch.distributed group, else ``(0, 1)``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_processes() -> tuple[int, int]:
+    """Join the process group when launched by ``torchrun`` / ``accelerate launch`` (gloo on
+    CPU, nccl on GPUs); returns ``(rank, world size)`` (``(0, 1)`` when not launched)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return _process_group()
 
 
 def load_run(run_dir: str | os.PathLike) -> AdaptedRun:

@@ -175,9 +175,9 @@ class TextEvaluator:
         self.drop = {data.sep_id}
         test = data.test_rows("target")
         self.ref_features = self.features(test, "target_test")
-        self.classifier, cls_info = self._fit_classifier()
         val_t = self.features(data.heldout_rows("target"), "target_val")
         src_test = self.features(data.test_rows("source"), "source_test")
+        self.classifier, cls_info = self._fit_classifier(val_t, src_test)
         self.info = {
             "n_target_test_rows": int(test.shape[0]),
             "classifier": cls_info,
@@ -204,7 +204,9 @@ class TextEvaluator:
             atomic_write(path, lambda tmp: torch.save(feats, tmp))
         return feats
 
-    def _fit_classifier(self) -> tuple[FeatureClassifier, dict]:
+    def _fit_classifier(self, val_t: Tensor, src_test: Tensor) -> tuple[FeatureClassifier, dict]:
+        """Fit on both domains' training rows; ``val_t`` / ``src_test`` are the features of the
+        target validation and source test rows (computed once by the caller)."""
         d = self.data
         self._say("evaluation: features of the training rows of both domains (cached)")
         xs, xt = (
@@ -225,11 +227,9 @@ class TextEvaluator:
             "n_train_target": len(xt),
             "val_balanced_accuracy": acc(
                 self.features(d.heldout_rows("source"), "source_val"),
-                self.features(d.heldout_rows("target"), "target_val"),
+                val_t,
             ),
-            "test_balanced_accuracy": acc(
-                self.features(d.test_rows("source"), "source_test"), self.ref_features
-            ),
+            "test_balanced_accuracy": acc(src_test, self.ref_features),
         }
         return clf, info
 

@@ -261,3 +261,35 @@ def test_sample_across_two_processes_equals_one_process(run_dir, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert two.read_text() == one.read_text()
+
+
+def test_adapt_across_two_processes_writes_one_complete_run(tiny, tmp_path):
+    """torchrun with 2 CPU processes (gloo): the processes share the source samples (the same
+    rows as one process), train the ratio network data-parallel, and one of them writes the
+    run, which ``gtl sample`` then reads."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp-run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "gtlkit.cli", "adapt", "--target", str(tiny["data"] / "target_train.txt"),
+        "--model", str(tiny["model"]), "--out", str(out), *TINY, "--source-samples", "100",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["complete"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["processes"] == 2 and report["source"]["sampled_rows"] == 100
+    # the same source rows as one process draws (seeded chunks, whichever process samples them)
+    from gtlkit.hub import load_text_model
+    from gtlkit.pipelines.model_samples import unguided_rows
+
+    model, _, info = load_text_model(str(tiny["model"]))
+    alone, _ = unguided_rows(model, 100, info["seq_len"], info["vocab_size"], seed=0)
+    assert torch.equal(torch.load(out / "source_rows.pt"), alone)
+    assert sorted(p.name for p in (out / "source_rows").iterdir()) == ["chunk_0.pt", "chunk_1.pt"]
+    res = CliRunner().invoke(app, ["sample", str(out), "--num-samples", "2"])
+    assert res.exit_code == 0, res.output

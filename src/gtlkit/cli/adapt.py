@@ -45,7 +45,9 @@ def adapt(
 ) -> None:
     """Adapt a pretrained model to your documents: train the ratio network that guides it."""
     from gtlkit.pipelines.adapt import run_adapt
+    from gtlkit.pipelines.generate import init_processes
 
+    init_processes()  # under torchrun / accelerate launch: join the process group
     try:
         cfg = AdaptConfig(target=str(target), **(settings or {}))
     except (TypeError, ValueError) as e:

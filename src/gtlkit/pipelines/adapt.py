@@ -107,8 +107,28 @@ class AdaptConfig(ConfigBase):
         return {k: v for k, v in self.to_dict().items() if k not in _RUNTIME_FIELDS}
 
 
+def _rank_world() -> tuple[int, int]:
+    """``(rank, world size)`` under ``torchrun`` / ``accelerate launch``, else ``(0, 1)``."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _main() -> bool:
+    return _rank_world()[0] == 0
+
+
+def _barrier() -> None:
+    import torch
+
+    if _rank_world()[1] > 1:
+        torch.distributed.barrier()
+
+
 def _say(cfg: AdaptConfig, console: Any, text: str) -> None:
-    if cfg.progress and console is not None:
+    if cfg.progress and console is not None and _main():
         console.print(text)
 
 
@@ -157,7 +177,9 @@ def _documents_to_rows(path: str, tok: Any, seq_len: int, cfg: AdaptConfig, what
     return rows(train), rows(held), len(docs)
 
 
-def _source_rows(cfg, model, tok, seq_len, out: Path, console) -> tuple[Any, Any, dict]:
+def _source_rows(
+    cfg, model, tok, seq_len, out: Path, console, minfo: dict
+) -> tuple[Any, Any, dict]:
     import torch
 
     from gtlkit._io import atomic_write
@@ -167,26 +189,31 @@ def _source_rows(cfg, model, tok, seq_len, out: Path, console) -> tuple[Any, Any
         tr, held, n = _documents_to_rows(cfg.source, tok, seq_len, cfg, "--source")
         return tr, held, {"source": "file", "path": cfg.source, "documents": n}
     path = out / "source_rows.pt"
-    V = model.config.vocab_size
+    V = minfo["vocab_size"]
+    origin: dict = {}
     if path.is_file():
         x = torch.load(path)
     else:
-        from gtlkit.experiments.common.sampling import timed_sample
+        from gtlkit.pipelines.model_samples import unguided_rows
 
         _say(cfg, console, f"source rows: {cfg.source_samples} unguided samples of the model")
-        x, secs = timed_sample(
+        x, origin = unguided_rows(
             model,
             cfg.source_samples,
             seq_len,
             V,
-            (cfg.seed, 11),
-            top_k=None,
+            seed=cfg.seed,
             positions_per_step=cfg.positions_per_step,
-            batch_size=64,
+            work_dir=out / "source_rows",
+            model_dir=minfo.get("path"),
+            progress=cfg.progress and _main(),
         )
-        atomic_write(path, lambda tmp: torch.save(x, tmp))
+        if origin["cached_rows"]:
+            _say(cfg, console, f"  {origin['cached_rows']} of them from the model's sample cache")
+        if _main():
+            atomic_write(path, lambda tmp: torch.save(x, tmp))
     s = split_rows(x, cfg.val_fraction, cfg.seed, 12)
-    return s.train, s.heldout, {"source": "model samples", "rows": int(x.shape[0])}
+    return s.train, s.heldout, {"source": "model samples", "rows": int(x.shape[0]), **origin}
 
 
 def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None) -> dict:
@@ -220,16 +247,18 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
     V, L = minfo["vocab_size"], minfo["seq_len"]
     tgt_tr, tgt_held, n_target = _documents_to_rows(cfg.target, tok, L, cfg, "--target")
     out.mkdir(parents=True, exist_ok=True)
-    write_json(
-        out / "config.json",
-        {
-            "format": RUN_FORMAT,
-            "version": RUN_VERSION,
-            "settings": cfg.settings_dict(),
-            "runtime": {k: getattr(cfg, k) for k in _RUNTIME_FIELDS},
-        },
-    )
-    src_tr, src_held, sinfo = _source_rows(cfg, model, tok, L, out, console)
+    _barrier()  # every process has checked the run directory before the first write
+    if _main():
+        write_json(
+            out / "config.json",
+            {
+                "format": RUN_FORMAT,
+                "version": RUN_VERSION,
+                "settings": cfg.settings_dict(),
+                "runtime": {k: getattr(cfg, k) for k in _RUNTIME_FIELDS},
+            },
+        )
+    src_tr, src_held, sinfo = _source_rows(cfg, model, tok, L, out, console, minfo)
     _say(
         cfg,
         console,
@@ -251,7 +280,7 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
             max_param_fraction=cfg.max_param_fraction,
             mixed_precision="no",
             seed=cfg.seed,
-            progress=cfg.progress,
+            progress=cfg.progress and _main(),
             ckpt_every=100,
             amortise=cfg.amortise,
             amortise_steps=cfg.amortise_steps,
@@ -292,6 +321,10 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
         },
     )
     report["seconds"] = time.perf_counter() - t0
+    report["processes"] = _rank_world()[1]
+    if not _main():
+        _barrier()
+        return report
     write_json(out / "report.json", report)
     write_text(out / "report.md", report_markdown(report))
     tok.save(out / "tokenizer")
@@ -319,6 +352,7 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
             },
         },
     )
+    _barrier()
     _say(cfg, console, report_markdown(report))
     _say(cfg, console, f"done in {report['seconds']:.0f} s; sample with: gtl sample {out}")
     return report
@@ -348,5 +382,6 @@ def _gamma(cfg: AdaptConfig, model, bundle, process, heldout, out: Path) -> dict
             batch_size=16,
         )
         info["chosen_by"] = "guided held-out NELBO over the top-k candidates"
-    write_json(path, info)
+    if _main():
+        write_json(path, info)
     return info

@@ -49,6 +49,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--gammas",
+        default="0,default",
+        help="comma-separated guidance strengths; 'default' is the run's own (chosen) gamma",
+    )
+    ap.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also the text experiment's metrics: MAUVE, the trained domain judge (MiniLM "
+        "features + logistic regression on both training splits, not the guidance "
+        "classifier), entropy, distinct-n; SmolLM2 perplexity with --ppl",
+    )
+    ap.add_argument("--ppl", action="store_true", help="with --metrics: SmolLM2-135M gen. ppl")
+    ap.add_argument("--cache", type=Path, default=Path("runs/eval-cache"))
+    ap.add_argument("--samples-out", type=Path, default=None, help="JSONL of every sample")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,23 +81,49 @@ def main() -> None:
     print(f"judge on real test documents: {acc_t:.2f} of target, {fp_s:.2f} of source -> {TARGET}")
 
     run = load_run(args.run_dir)
+    evaluator = None
+    if args.metrics:
+        from gtlkit.experiments.text.config import TextExperimentConfig
+        from gtlkit.experiments.text.data import TextData
+        from gtlkit.experiments.text.evaluate import TextEvaluator
+
+        data = TextData.build(TextExperimentConfig(), run.tokenizer, run.seq_len)
+        evaluator = TextEvaluator(
+            data, ppl_model="smollm2" if args.ppl else "none", cache_dir=args.cache
+        )
+        print(f"trained judge and references: {evaluator.info}")
     result = {
         "judge": "MiniLM-L6 zero-shot topic names",
         "real_target_share": acc_t,
         "real_source_share": fp_s,
     }
-    for name, gamma in (("unguided", 0.0), ("guided", None)):
+    gammas = [None if g.strip() == "default" else float(g) for g in args.gammas.split(",")]
+    result["runs"] = []
+    all_records: list[dict] = []
+    for gamma in gammas:
         t0 = time.perf_counter()
         x, stats = run.generate(args.samples, gamma=gamma, seed=args.seed)
-        texts = [r["text"] for r in run.records(x)]
+        records = run.records(x)
+        texts = [r["text"] for r in records]
         share = sum(t == TARGET for t in judge(featurize, texts)) / len(texts)
-        result[name] = {
-            "gamma": stats["gamma"],
-            "target_share": share,
-            "mean_guidance_score": float(run.domain_scores(x).mean()),
-            "seconds_per_sample": (time.perf_counter() - t0) / args.samples,
-        }
+        name = "unguided" if stats["gamma"] == 0 else "guided"
+        result["runs"].append(
+            {
+                "name": name,
+                "gamma": stats["gamma"],
+                "target_share": share,
+                "mean_guidance_score": float(run.domain_scores(x).mean()),
+                "seconds_per_sample": (time.perf_counter() - t0) / args.samples,
+                "samples": len(texts),
+            }
+        )
         print(f"{name} (gamma {stats['gamma']:.2f}): {share:.2f} judged {TARGET}")
+    if evaluator is not None:
+        result["trained_judge"] = evaluator.info
+    if args.samples_out is not None:
+        from gtlkit.pipelines.generate import write_jsonl
+
+        write_jsonl(args.samples_out, all_records)
     result["machine"] = __import__("gtlkit._io", fromlist=["machine_info"]).machine_info()
     if args.out:
         from gtlkit._io import write_json

@@ -49,3 +49,18 @@ def test_demo_prints_unguided_and_guided_samples():
     res = CliRunner().invoke(app, ["demo", "--num-samples", "1"])
     assert res.exit_code == 0, res.output
     assert "unguided (gamma = 0)" in res.output and "== guided" in res.output
+
+
+def test_the_shipped_sample_cache_belongs_to_the_shipped_model():
+    """A default ``gtl adapt`` takes its source rows from this cache; it must match the
+    model's weights and the adapt defaults (seed 0, two positions per step), or it is dead."""
+    from gtlkit import pretrained
+    from gtlkit.pipelines import model_samples as ms
+    from gtlkit.pipelines.adapt import AdaptConfig
+
+    folder = pretrained.pretrained_dir(pretrained.DEFAULT_MODEL)
+    d = AdaptConfig(target="x")
+    settings = ms._settings(128, 4096, d.seed, d.positions_per_step)
+    rows = ms._read_cache(folder, settings)
+    assert rows is not None and rows.shape == (512, 128)
+    assert d.source_samples <= rows.shape[0] and int(rows.max()) < 4096 and int(rows.min()) >= 0

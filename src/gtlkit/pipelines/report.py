@@ -85,7 +85,13 @@ def report_markdown(report: dict) -> str:
         f"network {report['ratio_params']:,} parameters.",
         f"Target: {r['target_documents']} documents, {r['target_rows']} training and "
         f"{r['target_heldout_rows']} held-out rows. Source ({src['source']}): "
-        f"{r['source_rows']} training and {r['source_heldout_rows']} held-out rows.",
+        f"{r['source_rows']} training and {r['source_heldout_rows']} held-out rows"
+        + (
+            f" ({src['cached_rows']} of them from the model's stored unguided samples, the rows "
+            "sampling would give)."
+            if src.get("cached_rows")
+            else "."
+        ),
         "",
         "## Classifier (held-out rows)",
         "",

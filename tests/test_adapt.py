@@ -293,3 +293,24 @@ def test_adapt_across_two_processes_writes_one_complete_run(tiny, tmp_path):
     assert sorted(p.name for p in (out / "source_rows").iterdir()) == ["chunk_0.pt", "chunk_1.pt"]
     res = CliRunner().invoke(app, ["sample", str(out), "--num-samples", "2"])
     assert res.exit_code == 0, res.output
+
+
+def test_gamma_by_mauve_compares_the_nelbo_choice_zero_and_the_grid(tiny, tmp_path):
+    out = tmp_path / "mauve-run"
+    res = _adapt(
+        tiny, out, "--gamma-by", "mauve", "--gamma-grid", "2", "--gamma-samples", "8",
+        "--gamma-features", "hashed",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    g = json.loads((out / "gamma.json").read_text())
+    tried = [s["gamma"] for s in g["mauve"]["scores"]]
+    assert tried == sorted({0.0, g["nelbo"]["gamma"], 2.0})
+    best = max(g["mauve"]["scores"], key=lambda s: s["mauve"])
+    assert g["gamma"] == best["gamma"] and g["chosen_by"].startswith("MAUVE")
+    assert json.loads((out / "run.json").read_text())["defaults"]["gamma"] == g["gamma"]
+    assert "MAUVE against the held-out rows" in (out / "report.md").read_text()
+
+
+def test_a_bad_gamma_grid_is_refused(tiny, tmp_path):
+    res = _adapt(tiny, tmp_path / "bad", "--gamma-by", "mauve", "--gamma-grid", "two")
+    assert res.exit_code != 0 and "gamma_grid" in res.output

@@ -81,6 +81,16 @@ class AdaptConfig(ConfigBase):
         None, "Guidance strength saved as the run's default; default: chosen on held-out rows."
     )
     max_gamma: float = setting(4.0, "Upper end of the search over gamma.")
+    gamma_by: str = setting(
+        "nelbo",
+        "How gamma is chosen: nelbo (guided held-out NELBO, likelihood) or mauve (MAUVE of "
+        "guided samples against the held-out documents; slower, needs make setup-text).",
+    )
+    gamma_grid: str = setting(
+        "1,2,4", "--gamma-by mauve: candidate gammas (0 and the NELBO choice are added)."
+    )
+    gamma_samples: int = setting(32, "--gamma-by mauve: samples per candidate gamma.")
+    gamma_features: str = setting("minilm", "--gamma-by mauve: minilm or hashed features.")
     gamma_eval_rows: int = setting(64, "Noised held-out rows of the gamma criterion.")
     top_k: int = setting(32, "Candidate tokens per revealed position (sampler default).")
     planner: str = setting(
@@ -99,6 +109,14 @@ class AdaptConfig(ConfigBase):
             raise ValueError(f"gamma must lie in [0, 100], got {self.gamma}")
         if min(self.source_samples, self.steps, self.batch_size, self.top_k) < 1:
             raise ValueError("source_samples, steps, batch_size and top_k must be >= 1")
+        if self.gamma_by not in ("nelbo", "mauve"):
+            raise ValueError(f"gamma_by must be nelbo or mauve, got {self.gamma_by!r}")
+        try:
+            grid = [float(g) for g in self.gamma_grid.split(",") if g.strip()]
+        except ValueError as e:
+            raise ValueError(f"gamma_grid must be numbers separated by commas: {e}") from e
+        if not all(0.0 <= g <= 100.0 for g in grid) or self.gamma_samples < 2:
+            raise ValueError("gamma_grid values must lie in [0, 100] and gamma_samples >= 2")
         if self.positions_per_step < 1 or self.preview < 0:
             raise ValueError("positions_per_step must be >= 1 and preview >= 0")
 
@@ -300,7 +318,7 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
                 val_source=src_held,
                 val_target=tgt_held,
             )
-    gamma_info = _gamma(cfg, model, bundle, process, tgt_held, out)
+    gamma_info = _gamma(cfg, model, tok, bundle, process, tgt_held, out, L)
     from gtlkit.pipelines.report import adapt_report, report_markdown
 
     report = adapt_report(
@@ -358,8 +376,13 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
     return report
 
 
-def _gamma(cfg: AdaptConfig, model, bundle, process, heldout, out: Path) -> dict:
-    """The run's default gamma: fixed, or chosen by the guided held-out NELBO (cached)."""
+def _gamma(cfg: AdaptConfig, model, tok, bundle, process, heldout, out: Path, L: int) -> dict:
+    """The run's default gamma: fixed, or chosen on held-out rows (cached in gamma.json).
+
+    ``--gamma-by nelbo``: the guided held-out NELBO over the top-k candidates; ``mauve``:
+    that choice, 0 and ``--gamma-grid`` compared by the MAUVE of their samples against the
+    held-out rows (:func:`gtlkit.pipelines.gamma_select.mauve_gamma`).
+    """
     from gtlkit._io import read_json, write_json
     from gtlkit.experiments.common.gtl import choose_gamma
 
@@ -382,6 +405,35 @@ def _gamma(cfg: AdaptConfig, model, bundle, process, heldout, out: Path) -> dict
             batch_size=16,
         )
         info["chosen_by"] = "guided held-out NELBO over the top-k candidates"
+        if cfg.gamma_by == "mauve":
+            from gtlkit.pipelines.gamma_select import mauve_gamma
+            from gtlkit.pipelines.generate import AdaptedRun
+
+            meta = {
+                "model": {"vocab_size": process.vocab_size, "seq_len": L},
+                "defaults": {
+                    "gamma": info["gamma"],
+                    "top_k": cfg.top_k,
+                    "planner": cfg.planner,
+                    "positions_per_step": cfg.positions_per_step,
+                },
+            }
+            grid = [float(g) for g in cfg.gamma_grid.split(",") if g.strip()]
+            gammas = sorted({0.0, float(info["gamma"]), *grid})
+            sel = mauve_gamma(
+                AdaptedRun(model, tok, bundle, meta),
+                heldout,
+                gammas,
+                samples=cfg.gamma_samples,
+                seed=cfg.seed + 7,
+                features=cfg.gamma_features,
+            )
+            info = {
+                "gamma": sel["gamma"],
+                "chosen_by": f"MAUVE of guided samples against the held-out rows ({sel['features']})",
+                "nelbo": info,
+                "mauve": sel,
+            }
     if _main():
         write_json(path, info)
     return info

@@ -108,6 +108,14 @@ def report_markdown(report: dict) -> str:
     lines.append("OK: the source covers the target." if ov["ok"] else f"WARNING: {ov['warning']}")
     g = report["gamma"]
     lines += ["", f"## Guidance strength: gamma = {g['gamma']:.2f} ({g['chosen_by']})", ""]
+    if "mauve" in g:
+        lines.append(
+            "MAUVE against the held-out rows: "
+            + ", ".join(f"gamma {s['gamma']:g}: {s['mauve']:.3f}" for s in g["mauve"]["scores"])
+            + f" ({g['mauve']['samples']} samples each; the held-out NELBO chose "
+            f"{g['nelbo']['gamma']:.2f})."
+        )
+        lines.append("")
     pv = report.get("previews") or {}
     for name in ("unguided", "guided"):
         if name not in pv:

@@ -111,38 +111,45 @@ class AdaptConfig(ConfigBase):
             raise ValueError("source_samples, steps, batch_size and top_k must be >= 1")
         if self.gamma_by not in ("nelbo", "mauve"):
             raise ValueError(f"gamma_by must be nelbo or mauve, got {self.gamma_by!r}")
-        try:
-            grid = [float(g) for g in self.gamma_grid.split(",") if g.strip()]
-        except ValueError as e:
-            raise ValueError(f"gamma_grid must be numbers separated by commas: {e}") from e
-        if not all(0.0 <= g <= 100.0 for g in grid) or self.gamma_samples < 2:
+        if not all(0.0 <= g <= 100.0 for g in self.gamma_candidates()) or self.gamma_samples < 2:
             raise ValueError("gamma_grid values must lie in [0, 100] and gamma_samples >= 2")
         if self.positions_per_step < 1 or self.preview < 0:
             raise ValueError("positions_per_step must be >= 1 and preview >= 0")
+
+    def gamma_candidates(self) -> list[float]:
+        """The numbers of ``gamma_grid`` (``ValueError`` if one is not a number)."""
+        try:
+            return [float(g) for g in self.gamma_grid.split(",") if g.strip()]
+        except ValueError as e:
+            raise ValueError(f"gamma_grid must be numbers separated by commas: {e}") from e
+
+    def run_meta(self, vocab_size: int, seq_len: int, gamma: float) -> dict:
+        """The ``model`` / ``defaults`` part of ``run.json`` an :class:`AdaptedRun` reads."""
+        return {
+            "model": {"vocab_size": int(vocab_size), "seq_len": int(seq_len)},
+            "defaults": {
+                "gamma": gamma,
+                "top_k": self.top_k,
+                "planner": self.planner,
+                "positions_per_step": self.positions_per_step,
+            },
+        }
 
     def settings_dict(self) -> dict:
         """The fields that change the result (not threads or progress)."""
         return {k: v for k, v in self.to_dict().items() if k not in _RUNTIME_FIELDS}
 
 
-def _rank_world() -> tuple[int, int]:
-    """``(rank, world size)`` under ``torchrun`` / ``accelerate launch``, else ``(0, 1)``."""
-    import torch
-
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _main() -> bool:
-    return _rank_world()[0] == 0
+    from gtlkit.training.distributed import is_main_process
+
+    return is_main_process()
 
 
 def _barrier() -> None:
-    import torch
+    from gtlkit.training.distributed import barrier_all
 
-    if _rank_world()[1] > 1:
-        torch.distributed.barrier()
+    barrier_all()
 
 
 def _say(cfg: AdaptConfig, console: Any, text: str) -> None:
@@ -339,7 +346,9 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
         },
     )
     report["seconds"] = time.perf_counter() - t0
-    report["processes"] = _rank_world()[1]
+    from gtlkit.training.distributed import rank_world
+
+    report["processes"] = rank_world()[1]
     if not _main():
         _barrier()
         return report
@@ -362,12 +371,7 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
             },
             "bundle": "ratio/bundle",
             "tokenizer": "tokenizer",
-            "defaults": {
-                "gamma": gamma_info["gamma"],
-                "top_k": cfg.top_k,
-                "planner": cfg.planner,
-                "positions_per_step": cfg.positions_per_step,
-            },
+            "defaults": cfg.run_meta(V, L, gamma_info["gamma"])["defaults"],
         },
     )
     _barrier()
@@ -409,17 +413,8 @@ def _gamma(cfg: AdaptConfig, model, tok, bundle, process, heldout, out: Path, L:
             from gtlkit.pipelines.gamma_select import mauve_gamma
             from gtlkit.pipelines.generate import AdaptedRun
 
-            meta = {
-                "model": {"vocab_size": process.vocab_size, "seq_len": L},
-                "defaults": {
-                    "gamma": info["gamma"],
-                    "top_k": cfg.top_k,
-                    "planner": cfg.planner,
-                    "positions_per_step": cfg.positions_per_step,
-                },
-            }
-            grid = [float(g) for g in cfg.gamma_grid.split(",") if g.strip()]
-            gammas = sorted({0.0, float(info["gamma"]), *grid})
+            meta = cfg.run_meta(process.vocab_size, L, info["gamma"])
+            gammas = sorted({0.0, float(info["gamma"]), *cfg.gamma_candidates()})
             sel = mauve_gamma(
                 AdaptedRun(model, tok, bundle, meta),
                 heldout,

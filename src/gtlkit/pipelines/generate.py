@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from gtlkit.pipelines.adapt import RUN_FORMAT, RUN_VERSION, AdaptError
+from gtlkit.training.distributed import rank_world
 
 __all__ = ["AdaptedRun", "init_processes", "load_run", "write_jsonl"]
 
@@ -116,7 +117,7 @@ class AdaptedRun:
         # whatever the number of processes sharing the chunks (torchrun / accelerate launch)
         from gtlkit.types import _COUNTERS, SampleStats
 
-        rank, world = _process_group()
+        rank, world = rank_world()
         sizes = [min(batch_size, num_samples - i) for i in range(0, num_samples, batch_size)]
         parts: dict[int, Tensor] = {}
         stats = SampleStats()
@@ -160,20 +161,13 @@ class AdaptedRun:
         return out
 
 
-def _process_group() -> tuple[int, int]:
-    """``(rank, world size)`` of an initialised torch.distributed group, else ``(0, 1)``."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def init_processes() -> tuple[int, int]:
     """Join the process group when launched by ``torchrun`` / ``accelerate launch`` (gloo on
     CPU, nccl on GPUs); returns ``(rank, world size)`` (``(0, 1)`` when not launched)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
-    return _process_group()
+    return rank_world()
 
 
 def load_run(run_dir: str | os.PathLike) -> AdaptedRun:

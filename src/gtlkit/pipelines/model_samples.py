@@ -47,13 +47,6 @@ def model_fingerprint(model_dir: str | os.PathLike | None) -> str | None:
     return None
 
 
-def _rank_world() -> tuple[int, int]:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _settings(seq_len: int, vocab_size: int, seed: int, positions_per_step: int) -> dict:
     return {
         "sampler": "planned",
@@ -138,7 +131,9 @@ def unguided_rows(
     if work is not None:
         work.mkdir(parents=True, exist_ok=True)
     sizes = [min(CHUNK, num_samples - i) for i in range(0, num_samples, CHUNK)]
-    rank, world = _rank_world()
+    from gtlkit.training.distributed import rank_world
+
+    rank, world = rank_world()
     parts: dict[int, Tensor] = {}
     info = {"cached_rows": 0, "sampled_rows": 0, "resumed_rows": 0}
     todo: list[int] = []

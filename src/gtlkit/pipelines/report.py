@@ -25,16 +25,9 @@ def adapt_report(
     from gtlkit.pipelines.generate import AdaptedRun
 
     m = bundle.metrics
-    meta = {
-        "model": {"vocab_size": model_info["vocab_size"], "seq_len": seq_len},
-        "defaults": {
-            "gamma": gamma_info["gamma"],
-            "top_k": cfg.top_k,
-            "planner": cfg.planner,
-            "positions_per_step": cfg.positions_per_step,
-        },
-    }
-    run = AdaptedRun(model, tok, bundle, meta)
+    run = AdaptedRun(
+        model, tok, bundle, cfg.run_meta(model_info["vocab_size"], seq_len, gamma_info["gamma"])
+    )
     previews: dict[str, list[dict]] = {}
     if cfg.preview > 0:
         for name, g in (("unguided", 0.0), ("guided", gamma_info["gamma"])):

@@ -68,3 +68,26 @@ def any_process_true(accelerator: Any, flag: bool) -> bool:
     t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=accelerator.device)
     torch.distributed.broadcast(t, src=0)
     return bool(t.item())
+
+
+def rank_world() -> tuple[int, int]:
+    """``(rank, world size)`` of an initialised torch.distributed group, else ``(0, 1)``.
+
+    For code outside the training loop (``gtl adapt`` / ``gtl sample`` under ``torchrun`` or
+    ``accelerate launch``) that has no accelerator at hand.
+    """
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    """Whether this process writes shared outputs (always, without a process group)."""
+    return rank_world()[0] == 0
+
+
+def barrier_all() -> None:
+    """Wait for every process of an initialised group (no-op with one process)."""
+    if rank_world()[1] > 1:
+        torch.distributed.barrier()

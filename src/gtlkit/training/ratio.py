@@ -41,6 +41,7 @@ from gtlkit.metrics.ratio import (
 )
 from gtlkit.nn import build_scalar_net
 from gtlkit.processes import MaskedProcess, Process
+from gtlkit.training.distributed import barrier_all, is_main_process
 from gtlkit.training.ratio_config import (
     RatioConfig,
     make_net_config,
@@ -179,7 +180,7 @@ def fit_ratio(
     }
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        if _is_main():  # under torchrun / accelerate launch only the main process writes
+        if is_main_process():  # under torchrun / accelerate launch only the main process writes
             write_json(Path(out_dir) / "ratio_config.json", resolved)
 
     metrics: dict = {"net_params": build_scalar_net(net_cfg, cfg.arch).num_parameters()}
@@ -278,9 +279,9 @@ def fit_ratio(
         metrics=metrics,
     )
     if out_dir is not None:
-        if _is_main():
+        if is_main_process():
             bundle.save(Path(out_dir) / "bundle")
-        _barrier_all()
+        barrier_all()
     t5 = metrics["calibration"]["t0.5"]
     _say(
         cfg,
@@ -321,15 +322,3 @@ def _amortise(log_ratio, src, tgt, vs, vt, on, net_cfg, cfg, process, denoiser, 
         vocab_size=process.vocab_size,
     )
     return head, {**m, "on": on}
-
-
-def _is_main() -> bool:
-    """Whether this is the main process (always, without an initialised process group)."""
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _barrier_all() -> None:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()

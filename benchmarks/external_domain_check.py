@@ -107,17 +107,21 @@ def main() -> None:
         texts = [r["text"] for r in records]
         share = sum(t == TARGET for t in judge(featurize, texts)) / len(texts)
         name = "unguided" if stats["gamma"] == 0 else "guided"
-        result["runs"].append(
-            {
-                "name": name,
-                "gamma": stats["gamma"],
-                "target_share": share,
-                "mean_guidance_score": float(run.domain_scores(x).mean()),
-                "seconds_per_sample": (time.perf_counter() - t0) / args.samples,
-                "samples": len(texts),
-            }
-        )
+        entry = {
+            "name": name,
+            "gamma": stats["gamma"],
+            "target_share": share,
+            "mean_guidance_score": float(run.domain_scores(x).mean()),
+            "seconds_per_sample": (time.perf_counter() - t0) / args.samples,
+            "samples": len(texts),
+        }
+        if evaluator is not None:  # MAUVE vs the target test rows, trained judge, diversity
+            entry["metrics"] = evaluator(x)
+        result["runs"].append(entry)
+        all_records += [{**r, "gamma": stats["gamma"], "seed": args.seed} for r in records]
         print(f"{name} (gamma {stats['gamma']:.2f}): {share:.2f} judged {TARGET}")
+        if "metrics" in entry:
+            print(f"  {entry['metrics']}")
     if evaluator is not None:
         result["trained_judge"] = evaluator.info
     if args.samples_out is not None:

@@ -283,3 +283,38 @@ def test_choose_gamma_finds_one_for_the_exact_ratio_and_half_for_twice_it():
         den, lambda x, t: 2 * exact(x, t), MaskedProcess(5), rows, eval_rows=2048, seed=1
     )
     assert two["gamma"] == pytest.approx(one["gamma"] / 2, abs=0.02)
+
+
+def test_choose_gamma_one_se_rule_keeps_one_on_few_rows_and_follows_clear_evidence():
+    """The one-SE rule returns gamma = 1 unless the minimiser's per-row gain beats its SE.
+
+    With the exact ratio (the right answer is gamma = 1) and 4 held-out rows, the plain
+    minimum wanders; the rule's choices are closer to 1 over several draws of the rows.
+    """
+    from gtlkit.data.markov import paper_setting
+    from gtlkit.experiments.markov.diagnostics import ExactLogRatio, ExactMarkovDenoiser
+    from gtlkit.processes import MaskedProcess
+
+    source, target = paper_setting()
+    den, exact = ExactMarkovDenoiser(source, 6), ExactLogRatio(target, source)
+    kw = dict(eval_rows=256, seed=2)
+    err_min, err_rule, kept = [], [], 0
+    for s in range(8):
+        few = target.sample(4, 6, generator(10 + s))
+        r = choose_gamma(den, exact, MaskedProcess(5), few, rule="one_se", **kw)
+        significant = r["gain_over_1"] > r["gain_over_1_se"]
+        assert r["gamma"] == (r["gamma_min"] if significant else 1.0)
+        kept += not significant
+        err_min.append(abs(math.log(max(r["gamma_min"], 0.01))))
+        err_rule.append(abs(math.log(max(r["gamma"], 0.01))))
+    assert kept >= 2  # the rule acted ...
+    assert sum(err_rule) < sum(err_min)  # ... and moved the choices toward the right answer
+    # a log h three times too large: gamma = 1 over-sharpens and 64 rows show it clearly
+    rows = target.sample(64, 6, generator(4))
+    big = choose_gamma(
+        den, lambda x, t: 3 * exact(x, t), MaskedProcess(5), rows, rule="one_se", **kw
+    )
+    assert big["gain_over_1"] > big["gain_over_1_se"]
+    assert big["gamma"] == big["gamma_min"] == pytest.approx(1 / 3, abs=0.06)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        choose_gamma(den, exact, MaskedProcess(5), rows, rule="median")

@@ -48,6 +48,13 @@ def markov(
             "tuning.json, tuning.md and tuned.json (the shipped format) to --out."
         ),
     ] = False,
+    tune_reuse: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --tune: an earlier tuning.json whose entries stay valid for the methods "
+            "whose criterion the changed settings do not touch (GTL's after a denoiser change)."
+        ),
+    ] = None,
     settings: dict | None = None,
 ) -> None:
     """The synthetic Markov-chain transfer experiment: target-only, fine-tuned and GTL."""
@@ -57,8 +64,10 @@ def markov(
     except (TypeError, ValueError) as e:
         raise typer.BadParameter(str(e)) from e
     if tune:
-        _tune(cfg, out)
+        _tune(cfg, out, tune_reuse)
         return
+    if tune_reuse is not None:
+        raise typer.BadParameter("--tune-reuse works only with --tune")
     from gtlkit.experiments.markov.pipeline import run_markov_experiment
 
     results = run_markov_experiment(cfg, out)
@@ -104,13 +113,13 @@ def text(
     typer.echo(f"results, table, plots and samples in {out}")
 
 
-def _tune(cfg: MarkovExperimentConfig, out: Path) -> None:
+def _tune(cfg: MarkovExperimentConfig, out: Path, reuse: Path | None = None) -> None:
     from gtlkit._io import write_text
     from gtlkit.experiments.markov.report import tuning_table
     from gtlkit.experiments.markov.tuning import run_markov_tuning, write_shipped
 
     try:
-        doc = run_markov_tuning(cfg, out)
+        doc = run_markov_tuning(cfg, out, reuse=reuse)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     table = tuning_table(doc)

@@ -23,7 +23,7 @@ from gtlkit.processes import MaskedProcess, Process, UniformProcess
 from gtlkit.training.callbacks import Callback
 from gtlkit.training.loop import TrainConfig, TrainResult, train
 
-__all__ = ["evaluate_nelbo", "train_denoiser"]
+__all__ = ["evaluate_nelbo", "nelbo_per_row", "train_denoiser"]
 
 LossKind = Literal["continuous", "discrete"]
 
@@ -56,6 +56,33 @@ def _discrete_steps(loss: str, num_steps_T: int | None) -> int | None:
 
 
 @torch.no_grad()
+def nelbo_per_row(
+    model: nn.Module,
+    process: Process,
+    data: Tensor,
+    batch_size: int = 256,
+    repeats: int = 1,
+    seed: int = 0,
+    discrete_steps: int | None = None,
+) -> Tensor:
+    """Monte-Carlo NELBO per token of every row of ``data: LongTensor[N, L]``, per draw.
+
+    Returns ``DoubleTensor[repeats, N]`` (CPU): draw ``r`` of row ``i`` in nats per token. The
+    noise draws depend only on ``seed`` and the shapes, so two models evaluated with the same
+    seed see the same draws (paired comparisons, e.g. across guidance strengths).
+    """
+    _check_data(data, process, "data")
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    per_seq = []
+    for _ in range(repeats):
+        for chunk in data.split(batch_size):
+            x0 = chunk.to(device)
+            per_seq.append(losses.nelbo(model, process, x0, gen, discrete_steps=discrete_steps))
+    return torch.cat(per_seq).double().cpu().view(repeats, data.shape[0]) / data.shape[1]
+
+
+@torch.no_grad()
 def evaluate_nelbo(
     model: nn.Module,
     process: Process,
@@ -71,15 +98,8 @@ def evaluate_nelbo(
     mean NELBO in nats per token, its standard error over sequences, ``exp`` of the mean (a
     perplexity upper bound) and the mean per sequence. Deterministic given ``seed``.
     """
-    _check_data(data, process, "data")
-    device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    per_seq = []
-    for _ in range(repeats):
-        for chunk in data.split(batch_size):
-            x0 = chunk.to(device)
-            per_seq.append(losses.nelbo(model, process, x0, gen, discrete_steps=discrete_steps))
-    values = torch.cat(per_seq).double().cpu() / data.shape[1]  # nats per token, one per draw
+    values = nelbo_per_row(model, process, data, batch_size, repeats, seed, discrete_steps)
+    values = values.reshape(-1)  # nats per token, one per draw
     mean = float(values.mean())
     se = float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else float("nan")
     return {

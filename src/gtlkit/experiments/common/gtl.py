@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from gtlkit.experiments.common.splits import Split
 
 __all__ = [
+    "GAMMA_RULES",
     "MAX_SCALE",
     "GuidedDenoiser",
     "choose_gamma",
@@ -194,6 +195,10 @@ class GuidedDenoiser(nn.Module):
         return out
 
 
+GAMMA_RULES = ("min", "one_se")
+"""How :func:`choose_gamma` turns held-out NELBOs into a choice (see its docstring)."""
+
+
 def choose_gamma(
     denoiser: nn.Module,
     log_ratio: Callable,
@@ -207,38 +212,66 @@ def choose_gamma(
     top_k: int | None = None,
     chunk: int = 8192,
     batch_size: int = 1024,
+    rule: str = "min",
 ) -> dict:
-    """The ``gamma`` whose guided denoiser has the lowest held-out NELBO per token.
+    """The guidance strength ``gamma`` chosen by the guided model's held-out NELBO per token.
 
     The held-out rows are repeated to at least ``eval_rows`` noised rows (fixed draws per
-    ``seed``, as the baselines' early stopping does). ``top_k`` scores only the denoiser's
-    top ``k`` candidates (:class:`GuidedDenoiser`; for large vocabularies), ``chunk`` ratio
-    rows per ratio call, ``batch_size`` held-out rows per denoiser call. Returns ``{"gamma", "heldout_nelbo" (at
-    gamma), "heldout_nelbo_at_1", "heldout_nelbo_source" (gamma = 0), "n_heldout"}``.
+    ``seed``, as the baselines' early stopping does, and the same draws at every gamma).
+    ``rule="min"`` returns the gamma with the lowest held-out NELBO (golden-section search on
+    ``[0, max_gamma]``). ``rule="one_se"`` keeps the method's exact value ``gamma = 1``
+    (docs/method.md, section 2) unless the held-out rows show the minimiser is better by more
+    than one standard error: the per-row NELBO gains of the minimiser over gamma = 1 (each row
+    averaged over its noise draws, so the error counts distinct held-out rows, not draws) must
+    have a mean above their standard error. With a handful of held-out rows the minimum of a
+    noisy curve is a poor guide and the rule falls back on the theory; with many rows it
+    follows the data. ``top_k`` scores only the denoiser's top ``k`` candidates
+    (:class:`GuidedDenoiser`; for large vocabularies), ``chunk`` ratio rows per ratio call,
+    ``batch_size`` held-out rows per denoiser call.
+
+    Returns ``{"gamma", "rule", "gamma_min", "heldout_nelbo" (at gamma),
+    "heldout_nelbo_at_1", "heldout_nelbo_source" (gamma = 0), "gain_over_1", "gain_over_1_se",
+    "n_heldout"}``; ``gain_over_1`` is the minimiser's mean per-row gain over gamma = 1.
     """
-    from gtlkit.training.denoiser import evaluate_nelbo
+    from gtlkit.training.denoiser import nelbo_per_row
 
+    if rule not in GAMMA_RULES:
+        raise ValueError(f"rule must be one of {GAMMA_RULES}, got {rule!r}")
     guided = GuidedDenoiser(denoiser, log_ratio, process.vocab_size, chunk=chunk, top_k=top_k)
-    repeats = max(1, math.ceil(eval_rows / target_heldout.shape[0]))
-    cache: dict[float, float] = {}
+    n_rows = target_heldout.shape[0]
+    repeats = max(1, math.ceil(eval_rows / n_rows))
+    cache: dict[float, Tensor] = {}
 
-    def nelbo(gamma: float) -> float:
+    def rows(gamma: float) -> Tensor:  # [N] per-row NELBO per token, mean over draws
         g = round(float(gamma), 4)
         if g not in cache:
             guided.gamma = g
-            rep = evaluate_nelbo(
+            per_draw = nelbo_per_row(
                 guided, process, target_heldout, batch_size=batch_size, repeats=repeats, seed=seed
             )
-            cache[g] = rep["nelbo_per_token"]
+            cache[g] = per_draw.mean(0)
         return cache[g]
 
+    def nelbo(gamma: float) -> float:
+        return float(rows(gamma).mean())
+
     best = round(_golden_min(nelbo, 0.0, max_gamma, tol), 2)
+    gain = rows(1.0) - rows(best)  # [N]
+    gain_mean = float(gain.mean())
+    gain_se = float(gain.std() / math.sqrt(n_rows)) if n_rows > 1 else float("inf")
+    chosen = best
+    if rule == "one_se" and not gain_mean > gain_se:
+        chosen = 1.0
     return {
-        "gamma": best,
-        "heldout_nelbo": nelbo(best),
+        "gamma": chosen,
+        "rule": rule,
+        "gamma_min": best,
+        "heldout_nelbo": nelbo(chosen),
         "heldout_nelbo_at_1": nelbo(1.0),
         "heldout_nelbo_source": nelbo(0.0),
-        "n_heldout": int(target_heldout.shape[0]),
+        "gain_over_1": gain_mean,
+        "gain_over_1_se": gain_se,
+        "n_heldout": int(n_rows),
     }
 
 

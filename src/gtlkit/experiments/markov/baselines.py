@@ -38,6 +38,7 @@ def denoiser_config(cfg: MarkovExperimentConfig) -> TransformerConfig:
         d_model=cfg.d_model,
         n_layers=cfg.n_layers,
         n_heads=cfg.n_heads,
+        conv_kernel=cfg.conv_kernel,
         time_conditioning=False,
         cond_dim=cfg.d_model,
     )

@@ -33,6 +33,7 @@ MATRICES = ("diagonal", "anti-diagonal", "dirichlet")
 ESTIMATORS = ("noisy_classifier", "regression")
 SPACES = ("ratio", "poisson", "log")
 PLANNERS = ("random", "confidence", "margin", "entropy")
+GAMMA_RULES = ("min", "one_se")  # gtlkit.experiments.common.gtl.GAMMA_RULES (no torch here)
 METRIC_KEYS = (
     "mean_abs_error",
     "max_abs_error",
@@ -116,6 +117,11 @@ class MarkovExperimentConfig(ConfigBase):
     d_model: int = setting(64, "Denoiser width (source, and target_only unless tuned).")
     n_layers: int = setting(2, "Denoiser layers.")
     n_heads: int = setting(4, "Denoiser attention heads.")
+    conv_kernel: int = setting(
+        3,
+        "Width of every denoiser's local convolution branch (0 = attention only). Without it "
+        "the source denoiser can stay on the attention plateau (uniform predictions).",
+    )
     source_steps: int = setting(2000, "Source denoiser training steps.")
     batch_size: int = setting(256, "Source denoiser batch size.")
     lr: float = setting(2e-3, "Learning rate of the source and target_only denoisers.")
@@ -138,6 +144,11 @@ class MarkovExperimentConfig(ConfigBase):
     gamma: float | None = setting(
         None,
         "Guidance strength; default: the one minimising the guided held-out NELBO.",
+    )
+    gamma_rule: str = setting(
+        "one_se",
+        "How the held-out NELBO chooses gamma: 'one_se' (gamma = 1 unless the minimiser is "
+        "better by more than one standard error over the held-out rows) or 'min'.",
     )
     top_k: int | None = setting(None, "Candidate tokens per position (default: all).")
     planner: str = setting("random", "Planner: random, confidence, margin, entropy.")
@@ -194,6 +205,7 @@ class MarkovExperimentConfig(ConfigBase):
             "ratio_arch": tuple(SCALAR_ARCHS),
             "space": SPACES,
             "planner": PLANNERS,
+            "gamma_rule": GAMMA_RULES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -95,6 +95,7 @@ def fit_gtl(
             MaskedProcess(cfg.total_vocab),
             target.heldout,
             seed=seed_int(seed, 3),  # the baselines' held-out noise draws: comparable NELBOs
+            rule=cfg.gamma_rule,
         )
     if info_path is not None:
         write_json(info_path, info)

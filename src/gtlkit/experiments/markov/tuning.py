@@ -31,6 +31,7 @@ from gtlkit.experiments.markov.config import RUN_SELECTION, MarkovExperimentConf
 __all__ = [
     "TUNED_FIELDS",
     "base_fingerprint",
+    "method_fingerprint",
     "resolve_tuned",
     "run_markov_tuning",
     "settings_for",
@@ -42,7 +43,32 @@ TUNED_FIELDS = ("d_model", "n_layers", "lr", "finetune_lr", "ratio_arch", "estim
 """The fields a tuning run chooses (per n and method)."""
 
 # settings that do not change any tuning criterion (they act on sampling only)
-_NOT_TUNING = ("tuned", "samples", "gamma", "top_k", "planner")
+_NOT_TUNING = ("tuned", "samples", "gamma", "gamma_rule", "top_k", "planner")
+# settings that act only on the denoisers (source, baselines) or only on the ratio network
+DENOISER_FIELDS = (
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "conv_kernel",
+    "source_steps",
+    "batch_size",
+    "lr",
+    "finetune_lr",
+    "baseline_batch_size",
+    "baseline_max_steps",
+    "eval_every",
+    "patience_steps",
+)
+RATIO_FIELDS = (
+    "estimator",
+    "ratio_arch",
+    "space",
+    "ratio_hidden",
+    "ratio_layers",
+    "ratio_steps",
+    "ratio_batch",
+    "ratio_lr",
+)
 TUNING_KEY = ("n_target", "method", "candidate", "seed")
 
 
@@ -54,26 +80,40 @@ def _sum_body() -> str:
 
 
 def tuning_grid() -> dict[str, list[dict]]:
-    """Candidates per tuned method (four each): ``{"name", "settings"}`` dicts.
+    """Candidates per tuned method (five each): ``{"name", "settings"}`` dicts.
 
-    The baselines' grids were moved once: in the first tuning run (sizes d32x1 / d64x2 at lr
-    5e-4 / 2e-3; fine-tuning lr 2e-4 to 2e-3) both picked the largest value at every n, so the
-    grids now extend past it (the candidates already scored are kept in tuning.json but only the
-    current grid's candidates are chosen from, four per method).
+    The baselines' grids were moved twice, each time past a choice on the edge of the grid
+    (docs/bench/markov-tuning*/README.md): in the first tuning run both picked the largest
+    value at every n, and after the source denoiser got its local convolution (conv_kernel 3)
+    fine-tuning picked its largest rate and target-only its largest size and rate at n = 100.
+    Each move adds one candidate to every method, GTL included (its fifth is the mean-pooled
+    transformer body), so the budgets stay equal. Candidates scored under an older grid stay
+    in tuning.json but only the current grid's are chosen from.
     """
     sum_body = _sum_body()
     target_only = [
         {"name": f"d{d}x{n}_lr{lr:g}", "settings": {"d_model": d, "n_layers": n, "lr": lr}}
-        for d, n in ((64, 2), (128, 2))
-        for lr in (2e-3, 5e-3)
+        for d, n, lr in (
+            (64, 2, 2e-3),
+            (64, 2, 5e-3),
+            (128, 2, 2e-3),
+            (128, 2, 5e-3),
+            (128, 2, 1e-2),
+        )
     ]
     finetuned = [
-        {"name": f"lr{lr:g}", "settings": {"finetune_lr": lr}} for lr in (1e-3, 2e-3, 5e-3, 1e-2)
+        {"name": f"lr{lr:g}", "settings": {"finetune_lr": lr}}
+        for lr in (1e-3, 2e-3, 5e-3, 1e-2, 2e-2)
     ]
     gtl = [
         {"name": f"{arch}/{est}", "settings": {"ratio_arch": arch, "estimator": est}}
-        for arch in ("recurrent", sum_body)
-        for est in ("noisy_classifier", "regression")
+        for arch, est in (
+            ("recurrent", "noisy_classifier"),
+            ("recurrent", "regression"),
+            (sum_body, "noisy_classifier"),
+            (sum_body, "regression"),
+            ("transformer", "noisy_classifier"),
+        )
     ]
     return {"target_only": target_only, "finetuned": finetuned, "gtl": gtl}
 
@@ -88,6 +128,40 @@ def base_fingerprint(cfg: MarkovExperimentConfig) -> str:
     """Hash of the settings a tuning result depends on, other than the tuned fields."""
     skip = set(RUN_SELECTION) | set(TUNED_FIELDS) | set(_NOT_TUNING)
     return config_fingerprint({k: v for k, v in cfg.to_dict().items() if k not in skip})
+
+
+def method_fingerprint(config: dict, method: str) -> str:
+    """Hash of the settings (a config dict) that ``method``'s tuning criterion depends on.
+
+    GTL's criterion (the held-out log-loss of the ratio network) never touches a denoiser, so
+    the denoisers' settings are left out of its hash, and the ratio network's settings out of
+    the baselines'. Entries of an earlier tuning with the same hash for a method are valid for
+    it (``run_markov_tuning(reuse=...)``).
+    """
+    skip = set(RUN_SELECTION) | set(TUNED_FIELDS) | set(_NOT_TUNING)
+    skip |= set(DENOISER_FIELDS) if method == "gtl" else set(RATIO_FIELDS)
+    return config_fingerprint({k: v for k, v in config.items() if k not in skip})
+
+
+def _reuse_entries(store: ResultsStore, cfg: MarkovExperimentConfig, path: Path) -> list[str]:
+    """Copy into ``store`` the entries of the tuning document at ``path`` that are valid here.
+
+    An entry is valid if its method's :func:`method_fingerprint` under the earlier run's
+    config equals this config's; entries this store already has are kept. Returns the methods
+    reused.
+    """
+    old = read_json(path)
+    here = cfg.to_dict()
+    methods = sorted(
+        m
+        for m in {e["method"] for e in old["entries"]}
+        if method_fingerprint(old["config"], m) == method_fingerprint(here, m)
+    )
+    for e in old["entries"]:
+        if e["method"] in methods and not store.has("entries", e):
+            store.add("entries", {**e, "reused_from": str(path)})
+    store.data.setdefault("reused", {})[str(path)] = methods
+    return methods
 
 
 def _shipped_path() -> Path:
@@ -137,11 +211,15 @@ def run_markov_tuning(
     out_dir: str | Path,
     console: Any = None,
     command: str | None = None,
+    reuse: str | Path | None = None,
 ) -> dict:
     """Score every candidate of :func:`tuning_grid` on ``cfg.tuning_seeds``; write tuning.json.
 
     Resumable (entries keyed by ``(n_target, method, candidate, seed)``); parts of one tuning
-    (e.g. one ``n`` per call) share a directory, and ``command`` lists every call. Returns the
+    (e.g. one ``n`` per call) share a directory, and ``command`` lists every call. ``reuse``
+    names an earlier ``tuning.json``: its entries for the methods whose criterion this
+    config does not change (:func:`method_fingerprint`; e.g. GTL's after a denoiser change)
+    are copied instead of recomputed, marked ``reused_from``. Returns the
     tuning document: ``command``, ``config``, ``base_fingerprint``, ``grid``, ``entries``,
     ``choice``.
     """
@@ -163,6 +241,10 @@ def run_markov_tuning(
         {"entries": TUNING_KEY},
         on_save=lambda d: d.update(choice=choose(_in_grid(d["entries"], grid))),
     )
+    if reuse is not None:
+        methods = _reuse_entries(store, cfg, Path(reuse))
+        console.print(f"reused from {reuse}: {', '.join(methods) or 'nothing'}")
+        store.save()
     data = MarkovData.build(cfg)
     denoiser, _ = train_source(cfg, data.source, out / "models" / "source", console)
     source_state = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}

@@ -80,9 +80,21 @@ def test_tune_writes_the_tuning_files(tmp_path, monkeypatch):
             }
         ],
     }
-    monkeypatch.setattr(tuning, "run_markov_tuning", lambda cfg, out: doc)
+    seen = {}
+
+    def fake(cfg, out, reuse=None):
+        seen["reuse"] = reuse
+        return doc
+
+    monkeypatch.setattr(tuning, "run_markov_tuning", fake)
     result = runner.invoke(app, ["experiment", "markov", "--tune", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert seen["reuse"] is None
+    old = tmp_path / "old.json"
+    args = ["experiment", "markov", "--tune", "--out", str(tmp_path), "--tune-reuse", str(old)]
+    assert runner.invoke(app, args).exit_code == 0 and seen["reuse"] == old
+    bad = runner.invoke(app, ["experiment", "markov", "--out", str(tmp_path), "--tune-reuse", "x"])
+    assert bad.exit_code != 0 and "only with --tune" in bad.output
     assert "**a**" in (tmp_path / "tuning.md").read_text()
     shipped = json.loads((tmp_path / "tuned.json").read_text())
     assert shipped["choice"] == doc["choice"] and shipped["command"] == doc["command"]

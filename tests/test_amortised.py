@@ -18,7 +18,7 @@ def distilled():
     den, log_h = masked_oracles(p, q)
     g = torch.Generator().manual_seed(1)
     rows = torch.cat([p.sample(2000, g), q.sample(2000, g)])
-    cfg = AmortiseConfig(d_model=64, n_layers=2, steps=1500, batch_size=64, positions=4, lr=3e-3)
+    cfg = AmortiseConfig(d_model=64, n_layers=2, steps=3000, batch_size=64, positions=4, lr=3e-3)
     head, metrics = distill_score_head(log_h, rows, cfg, vocab_size=V, val_rows=rows[:500])
     return p, q, den, log_h, head, metrics
 
@@ -43,7 +43,9 @@ def test_head_matches_exact_guided_conditionals_on_every_state(distilled):
         pe = torch.softmax(logp + gamma * exact, -1)
         pa = torch.softmax(logp + gamma * approx, -1)
         tv = 0.5 * (pe - pa).abs().sum(-1)
-        # measured: max 0.054, mean 0.009 at gamma = 1 (3,000 steps: 0.009 and 0.001)
+        # measured at gamma = 1 after 3,000 steps: max 0.009 / mean 0.001 on an AMD EPYC CPU,
+        # 0.022 / 0.001 on an Intel Xeon (after 1,500 steps the worst state depended on the
+        # machine: max 0.054 on the first, 0.14 on the second)
         assert float(tv.max()) < 0.1 * gamma and float(tv.mean()) < 0.02 * gamma
     assert metrics["heldout"]["tv_gamma1"] < 0.01
 

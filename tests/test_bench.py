@@ -23,3 +23,44 @@ def test_expected_rows_formulas():
     assert _expected_rows("exact", 128, 4096, 1) == 128 * 4096
     assert _expected_rows("topk32", 128, 4096, 1) == 128 * 32
     assert _expected_rows("naive", 4, 10, 1) == 10 * (4 + 3 + 2 + 1)
+
+
+def test_amortised_costs_one_head_row_per_step_and_memory_is_recorded():
+    rows = run_sampler_bench(
+        lengths=(8,),
+        vocabs=(16,),
+        methods=("unguided", "amortised"),
+        batch=2,
+        budget_s=5.0,
+        d_den=16,
+        d_ratio=8,
+        progress=False,
+    )
+    by = {r.method: r for r in rows}
+    assert by["amortised"].ratio_rows_per_sample == 8  # one head pass per reveal step
+    assert all(r.peak_mem_mb is not None and r.peak_mem_mb >= 0 for r in rows)
+    assert "peak MB" in to_markdown(rows)
+
+
+def test_shipped_arch_uses_the_shipped_weights_only_at_their_own_shape():
+    import pytest
+
+    small = run_sampler_bench(
+        lengths=(8,), vocabs=(32,), methods=("unguided",), batch=1, arch="shipped", progress=False
+    )
+    assert not small[0].trained_weights and small[0].arch == "shipped"
+    own = run_sampler_bench(
+        lengths=(128,),
+        vocabs=(4096,),
+        methods=("unguided",),
+        batch=1,
+        budget_s=0.0,  # predicted only: the shipped weights load, nothing is sampled
+        arch="shipped",
+        progress=False,
+    )
+    assert own[0].trained_weights and own[0].extrapolated and own[0].peak_mem_mb is None
+    assert "(trained)" in to_markdown(own)
+    with pytest.raises(ValueError, match="unknown methods"):
+        run_sampler_bench(lengths=(8,), vocabs=(16,), methods=("fast",), progress=False)
+    with pytest.raises(ValueError, match="arch must be one of"):
+        run_sampler_bench(lengths=(8,), vocabs=(16,), methods=("unguided",), arch="big")

@@ -1,18 +1,25 @@
 """Sampler benchmark: samples per second and ratio rows per sample, guided and unguided.
 
-For a small denoiser and ratio network (random weights: speed does not depend on training),
-at each sequence length ``L`` and vocabulary ``V`` this times
+For a denoiser and ratio network at each sequence length ``L`` and vocabulary ``V``
+(``arch="small"``: a small pair with random weights, speed does not depend on training;
+``arch="shipped"``: the architectures of the shipped text model and its guide, with their
+trained weights where ``L`` and ``V`` are theirs and random weights of the same shapes
+elsewhere) this times
 
 * ``unguided``      planned sampler, one position per step, no ratio network;
 * ``exact``         planned sampler, every token at the chosen position scored (``V`` rows);
 * ``topk8/topk32``  planned sampler, the ``k`` most likely tokens scored;
 * ``taylor``        planned sampler, first-order Taylor guidance (one forward + backward);
+* ``amortised``     planned sampler, a per-token score head (one head pass per step; a
+                    :class:`~gtlkit.nn.TokenNet` of the ratio network's size);
 * ``naive``         the baseline: ancestral sampler with ``L`` steps scoring every token at
                     every masked position at every step (``lazy=False``).
 
 A configuration whose predicted run exceeds ``budget_s`` is not run: its time is extrapolated
 from the measured cost per denoiser call and per ratio row (the table marks it with *). Runs
 that do fit record the same prediction beside the measurement, which checks the cost model.
+Peak memory of a run that is executed: on CUDA the peak allocated by torch, on the CPU the
+peak resident memory above the level before the run (sampled every 2 ms).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import typer
 
 from gtlkit._io import write_json, write_text
 
-__all__ = ["BenchRow", "bench_app", "run_sampler_bench", "to_markdown"]
+__all__ = ["ALL_METHODS", "ARCHS", "BenchRow", "bench_app", "run_sampler_bench", "to_markdown"]
 
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 
@@ -40,6 +47,9 @@ def _bench_group() -> None:
 
 
 METHODS = ("unguided", "exact", "topk8", "topk32", "taylor", "naive")
+"""The default methods; ``amortised`` is also available (``ALL_METHODS``)."""
+ALL_METHODS = (*METHODS, "amortised")
+ARCHS = ("small", "shipped")
 
 
 @dataclass
@@ -55,16 +65,89 @@ class BenchRow:
     extrapolated: bool
     device: str
     predicted_s: float
+    arch: str = "small"
+    trained_weights: bool = False
+    peak_mem_mb: float | None = None
 
 
-def _nets(V: int, L: int, device, d_den: int, d_ratio: int):
-    from gtlkit.nn import DenoiserNet, ScalarNet, TransformerConfig
+def _shipped_configs() -> tuple[dict, dict, dict]:
+    """The shipped model's and its guide's network configs (and the guide's kwargs)."""
+    from gtlkit._io import read_json
+    from gtlkit.pretrained import DEFAULT_GUIDE, pretrained_dir
 
-    den = DenoiserNet(TransformerConfig(V, L, d_model=d_den, n_layers=2, n_heads=4)).to(device)
-    rat = ScalarNet(TransformerConfig(V, L, d_model=d_ratio, n_layers=1, n_heads=2)).to(device)
-    den.eval()
-    rat.eval()
-    return den, rat
+    den = read_json(pretrained_dir() / "config.json")["config"]
+    rat = read_json(pretrained_dir(DEFAULT_GUIDE) / "ratio/bundle/noisy_classifier/config.json")
+    return den, rat["config"], rat.get("kwargs", {})
+
+
+def _nets(V: int, L: int, device, d_den: int, d_ratio: int, arch: str = "small"):
+    """``(denoiser, ratio network, score head, trained)`` for one configuration, eval mode."""
+    from gtlkit.guidance import ScoreHead
+    from gtlkit.nn import DenoiserNet, ScalarNet, TokenNet, TransformerConfig
+
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    trained = False
+    if arch == "small":
+        den = DenoiserNet(TransformerConfig(V, L, d_model=d_den, n_layers=2, n_heads=4))
+        rcfg = TransformerConfig(V, L, d_model=d_ratio, n_layers=1, n_heads=2)
+        rat = ScalarNet(rcfg)
+    else:
+        dcfg, rc, kw = _shipped_configs()
+        rcfg = TransformerConfig(**{**rc, "vocab_size": V, "seq_len": L})
+        if dcfg["vocab_size"] == V and dcfg["seq_len"] == L:  # the shipped weights themselves
+            from gtlkit.guidance import GuidanceBundle
+            from gtlkit.hub import load_text_model
+            from gtlkit.pretrained import DEFAULT_GUIDE, pretrained_dir
+
+            den = load_text_model("shipped", "cpu")[0]
+            rat = GuidanceBundle.load(pretrained_dir(DEFAULT_GUIDE) / "ratio" / "bundle")
+            rat = rat.log_ratio
+            trained = True
+        else:
+            den = DenoiserNet(TransformerConfig(**{**dcfg, "vocab_size": V, "seq_len": L}))
+            rat = ScalarNet(rcfg, **kw)
+    head = ScoreHead(TokenNet(rcfg))  # the ratio network's size, random weights
+    nets = [m.to(device).eval() for m in (den, rat, head)]
+    return (*nets, trained)
+
+
+class _PeakMemory:
+    """Peak memory of a block in MB: CUDA allocations, or resident memory above the start."""
+
+    def __init__(self, device) -> None:
+        self.cuda = torch.device(device).type == "cuda"
+        self.peak_mb: float | None = None
+
+    def __enter__(self) -> _PeakMemory:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        import threading
+
+        import psutil
+
+        proc = psutil.Process()
+        self._base = proc.memory_info().rss
+        self._max = self._base
+        self._stop = threading.Event()
+
+        def watch() -> None:
+            while not self._stop.wait(0.002):
+                self._max = max(self._max, proc.memory_info().rss)
+
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = (self._max - self._base) / 2**20
 
 
 def _expected_rows(method: str, L: int, V: int, B: int) -> float:
@@ -72,15 +155,15 @@ def _expected_rows(method: str, L: int, V: int, B: int) -> float:
     k = {"exact": V, "topk8": min(8, V), "topk32": min(32, V)}.get(method)
     if k is not None:
         return B * L * k
-    if method == "taylor":
-        return B * L
+    if method in ("taylor", "amortised"):
+        return B * L  # one ratio (or head) row per sequence per step
     if method == "naive":
         # ancestral grid t_i = i/L: about L * t_i masked positions at step i, each scored V times
         return B * V * L * (L + 1) / 2
     return 0.0
 
 
-def _run(method: str, den, rat, L: int, V: int, B: int, device) -> float:
+def _run(method: str, den, rat, L: int, V: int, B: int, device, head=None) -> float:
     """Wall seconds of one full sampling run of ``B`` sequences."""
     from gtlkit.sampling import ancestral_sample, planned_sample
 
@@ -96,6 +179,7 @@ def _run(method: str, den, rat, L: int, V: int, B: int, device) -> float:
             "topk8": {"log_ratio": rat, "top_k": 8},
             "topk32": {"log_ratio": rat, "top_k": 32},
             "taylor": {"log_ratio": rat, "guidance": "taylor"},
+            "amortised": {"log_ratio": head, "guidance": "amortised"},
         }[method]
         sampler = planned_sample
     _sync(device)
@@ -163,6 +247,19 @@ def _time_taylor(rat, L, V, B, device, reps=3) -> float:
     return (time.perf_counter() - t0) / reps
 
 
+def _time_head(head, L, V, B, device, reps=3) -> float:
+    """Seconds for one score-head pass over a batch of B sequences."""
+    x = torch.full((B, L), V, device=device)
+    t = torch.ones(B, device=device)
+    head.candidate_scores(x, t)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        head.candidate_scores(x, t)
+    _sync(device)
+    return (time.perf_counter() - t0) / reps
+
+
 def run_sampler_bench(
     lengths=(32, 128),
     vocabs=(64, 1024, 4096),
@@ -173,6 +270,7 @@ def run_sampler_bench(
     d_ratio: int = 32,
     device: str | None = None,
     progress: bool = True,
+    arch: str = "small",
 ) -> list[BenchRow]:
     """Time every (L, V, method); see the module docstring. Returns one row per configuration.
 
@@ -182,23 +280,31 @@ def run_sampler_bench(
     (``predicted_s``) so the model can be checked against measurements.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    unknown = set(methods) - set(ALL_METHODS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {ALL_METHODS}")
     rows: list[BenchRow] = []
     for L in lengths:
         for V in vocabs:
-            den, rat = _nets(V, L, device, d_den, d_ratio)
+            den, rat, head, trained = _nets(V, L, device, d_den, d_ratio, arch)
             t_den = _time_denoiser(den, L, V, batch, device)
             t_row = _time_ratio_rows(rat, L, V, device)
             t_tay = _time_taylor(rat, L, V, batch, device) if "taylor" in methods else 0.0
+            t_head = _time_head(head, L, V, batch, device) if "amortised" in methods else 0.0
             for method in methods:
                 calls = L  # one denoiser pass per revealed position (planned) or grid step (naive)
                 total_rows = _expected_rows(method, L, V, batch)
                 if method == "taylor":
                     estimate = calls * (t_den + t_tay)
+                elif method == "amortised":
+                    estimate = calls * (t_den + t_head)
                 else:
                     estimate = calls * t_den + total_rows * t_row
+                peak = None
                 if estimate <= budget_s:
-                    secs = _run(method, den, rat, L, V, batch, device)
-                    extrap = False
+                    with _PeakMemory(device) as mem:
+                        secs = _run(method, den, rat, L, V, batch, device, head)
+                    extrap, peak = False, mem.peak_mb
                 else:
                     secs = estimate
                     extrap = True
@@ -214,6 +320,9 @@ def run_sampler_bench(
                     extrap,
                     str(device),
                     estimate,
+                    arch,
+                    trained,
+                    peak,
                 )
                 rows.append(row)
                 if progress:
@@ -227,11 +336,15 @@ def run_sampler_bench(
 
 
 def to_markdown(rows: list[BenchRow]) -> str:
-    """The table for the docs, with speed-ups against the naive baseline and unguided sampling."""
+    """The table for the docs, with speed-ups against the naive baseline and unguided sampling.
+
+    ``*`` marks extrapolated times, ``(trained)`` the shipped weights themselves.
+    """
     by = {(r.L, r.V, r.method): r for r in rows}
     lines = [
-        "| L | V | method | samples/s | ratio rows / sample | x naive | x unguided time |",
-        "|---|---|---|---|---|---|---|",
+        "| L | V | method | samples/s | ratio rows / sample | x naive | x unguided time "
+        "| peak MB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         naive = by.get((r.L, r.V, "naive"))
@@ -239,9 +352,11 @@ def to_markdown(rows: list[BenchRow]) -> str:
         sp = f"{r.samples_per_s / naive.samples_per_s:,.0f}" if naive else "-"
         rel = f"{ung.samples_per_s / r.samples_per_s:.2f}" if ung else "-"
         mark = " *" if r.extrapolated else ""
+        mem = "-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:,.0f}"
+        v = f"{r.V} (trained)" if r.trained_weights else str(r.V)
         lines.append(
-            f"| {r.L} | {r.V} | {r.method} | {r.samples_per_s:.4g}{mark} | "
-            f"{r.ratio_rows_per_sample:,.0f} | {sp} | {rel} |"
+            f"| {r.L} | {v} | {r.method} | {r.samples_per_s:.4g}{mark} | "
+            f"{r.ratio_rows_per_sample:,.0f} | {sp} | {rel} | {mem} |"
         )
     return "\n".join(lines)
 
@@ -256,7 +371,14 @@ def machine_description(device: str) -> str:
 def sampler_cmd(
     lengths: str = typer.Option("32,128", help="comma-separated sequence lengths"),
     vocabs: str = typer.Option("64,1024,4096", help="comma-separated vocabulary sizes"),
-    methods: str = typer.Option(",".join(METHODS), help="comma-separated methods"),
+    methods: str = typer.Option(
+        ",".join(METHODS), help=f"comma-separated methods, of {', '.join(ALL_METHODS)}"
+    ),
+    arch: str = typer.Option(
+        "small",
+        help="small (random-weight pair) or shipped (the shipped text model's and guide's "
+        "architectures; their weights at their own L and V)",
+    ),
     batch: int = typer.Option(8, help="sequences per batch"),
     budget_s: float = typer.Option(
         60.0, help="run a configuration fully when its predicted time is below this"
@@ -266,15 +388,19 @@ def sampler_cmd(
     json_output: bool = typer.Option(False, "--json", help="print results as JSON"),
 ) -> None:
     """Samples per second and ratio rows per sample for unguided, exact, top-k, Taylor and naive guidance."""
-    rows = run_sampler_bench(
-        tuple(int(v) for v in lengths.split(",")),
-        tuple(int(v) for v in vocabs.split(",")),
-        tuple(methods.split(",")),
-        batch=batch,
-        budget_s=budget_s,
-        device=device,
-        progress=not json_output,
-    )
+    try:
+        rows = run_sampler_bench(
+            tuple(int(v) for v in lengths.split(",")),
+            tuple(int(v) for v in vocabs.split(",")),
+            tuple(methods.split(",")),
+            batch=batch,
+            budget_s=budget_s,
+            device=device,
+            progress=not json_output,
+            arch=arch,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
     dev = rows[0].device if rows else "cpu"
     payload = {"machine": machine_description(dev), "rows": [asdict(r) for r in rows]}
     if out is not None:

@@ -194,15 +194,16 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def _time_denoiser(den, L, V, B, device, reps=3) -> float:
+def _time_pass(fn, L, V, B, device, reps=3) -> float:
+    """Seconds for one call ``fn(x, t)`` on a fully masked batch of ``B`` sequences (no grad)."""
     x = torch.full((B, L), V, device=device)
     t = torch.ones(B, device=device)
     with torch.no_grad():
-        den(x, t)
+        fn(x, t)
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(reps):
-            den(x, t)
+            fn(x, t)
         _sync(device)
     return (time.perf_counter() - t0) / reps
 
@@ -247,19 +248,6 @@ def _time_taylor(rat, L, V, B, device, reps=3) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def _time_head(head, L, V, B, device, reps=3) -> float:
-    """Seconds for one score-head pass over a batch of B sequences."""
-    x = torch.full((B, L), V, device=device)
-    t = torch.ones(B, device=device)
-    head.candidate_scores(x, t)
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        head.candidate_scores(x, t)
-    _sync(device)
-    return (time.perf_counter() - t0) / reps
-
-
 def run_sampler_bench(
     lengths=(32, 128),
     vocabs=(64, 1024, 4096),
@@ -287,10 +275,14 @@ def run_sampler_bench(
     for L in lengths:
         for V in vocabs:
             den, rat, head, trained = _nets(V, L, device, d_den, d_ratio, arch)
-            t_den = _time_denoiser(den, L, V, batch, device)
+            t_den = _time_pass(den, L, V, batch, device)
             t_row = _time_ratio_rows(rat, L, V, device)
             t_tay = _time_taylor(rat, L, V, batch, device) if "taylor" in methods else 0.0
-            t_head = _time_head(head, L, V, batch, device) if "amortised" in methods else 0.0
+            t_head = (
+                _time_pass(head.candidate_scores, L, V, batch, device)
+                if "amortised" in methods
+                else 0.0
+            )
             for method in methods:
                 calls = L  # one denoiser pass per revealed position (planned) or grid step (naive)
                 total_rows = _expected_rows(method, L, V, batch)

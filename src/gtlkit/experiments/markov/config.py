@@ -33,7 +33,6 @@ MATRICES = ("diagonal", "anti-diagonal", "dirichlet")
 ESTIMATORS = ("noisy_classifier", "regression")
 SPACES = ("ratio", "poisson", "log")
 PLANNERS = ("random", "confidence", "margin", "entropy")
-GAMMA_RULES = ("min", "one_se")  # gtlkit.experiments.common.gtl.GAMMA_RULES (no torch here)
 METRIC_KEYS = (
     "mean_abs_error",
     "max_abs_error",
@@ -196,6 +195,7 @@ class MarkovExperimentConfig(ConfigBase):
             raise ValueError(f"n_extra must be >= 0, got {self.n_extra}")
 
     def _check_choices(self) -> None:
+        from gtlkit.experiments.common.gtl import GAMMA_RULES
         from gtlkit.nn.recurrent import SCALAR_ARCHS
 
         choices: dict[str, tuple] = {

@@ -126,8 +126,13 @@ def _in_grid(entries: list[dict], grid: dict[str, list[dict]]) -> list[dict]:
 
 def base_fingerprint(cfg: MarkovExperimentConfig) -> str:
     """Hash of the settings a tuning result depends on, other than the tuned fields."""
-    skip = set(RUN_SELECTION) | set(TUNED_FIELDS) | set(_NOT_TUNING)
-    return config_fingerprint({k: v for k, v in cfg.to_dict().items() if k not in skip})
+    return _fingerprint_without(cfg.to_dict())
+
+
+def _fingerprint_without(config: dict, extra_skip: tuple[str, ...] = ()) -> str:
+    """Hash of ``config`` without the fields no tuning criterion depends on (and ``extra_skip``)."""
+    skip = {*RUN_SELECTION, *TUNED_FIELDS, *_NOT_TUNING, *extra_skip}
+    return config_fingerprint({k: v for k, v in config.items() if k not in skip})
 
 
 def method_fingerprint(config: dict, method: str) -> str:
@@ -138,9 +143,7 @@ def method_fingerprint(config: dict, method: str) -> str:
     the baselines'. Entries of an earlier tuning with the same hash for a method are valid for
     it (``run_markov_tuning(reuse=...)``).
     """
-    skip = set(RUN_SELECTION) | set(TUNED_FIELDS) | set(_NOT_TUNING)
-    skip |= set(DENOISER_FIELDS) if method == "gtl" else set(RATIO_FIELDS)
-    return config_fingerprint({k: v for k, v in config.items() if k not in skip})
+    return _fingerprint_without(config, DENOISER_FIELDS if method == "gtl" else RATIO_FIELDS)
 
 
 def _reuse_entries(store: ResultsStore, cfg: MarkovExperimentConfig, path: Path) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from gtlkit.cli import app, int_list, str_list
+from gtlkit.cli import app, float_list, int_list, str_list
 from gtlkit.experiments.markov.config import MarkovExperimentConfig
 
 runner = CliRunner()
@@ -113,6 +113,25 @@ def test_list_options_accept_repeats_and_commas():
     assert str_list(["gamma, top_k", "planner"]) == ["gamma", "top_k", "planner"]
     with pytest.raises(typer.BadParameter, match="not an integer"):
         int_list(["10,x"], "--n-target")
+    assert float_list(["0.05,0.01", "1e-3"], "--budgets") == [0.05, 0.01, 0.001]
+    assert float_list([""], "--sweep-gammas") == []
+    with pytest.raises(typer.BadParameter, match="not a number"):
+        float_list(["0.1,x"], "--budgets")
+
+
+def test_float_list_flags_reach_the_config_as_floats(tmp_path, monkeypatch):
+    """`--budgets 0.05,0.01` gives floats (comparing budgets failed on strings before)."""
+    import gtlkit.experiments.text.pipeline as pipeline
+    import gtlkit.experiments.text.report as report
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "run_text_experiment", lambda cfg, out: seen.setdefault("c", cfg))
+    monkeypatch.setattr(report, "text_table", lambda results: "table")
+    args = ["experiment", "text", "--budgets", "0.05,0.01", "--sweep-gammas", ""]
+    result = runner.invoke(app, [*args, "--ratio-lrs", "1e-3,0.003", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    cfg = seen["c"]
+    assert cfg.budgets == [0.05, 0.01] and cfg.sweep_gammas == [] and cfg.ratio_lrs == [1e-3, 3e-3]
 
 
 def test_bad_setting_is_a_usage_error(tmp_path):

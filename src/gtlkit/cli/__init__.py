@@ -17,9 +17,9 @@ from __future__ import annotations
 import typer
 
 from gtlkit.cli import adapt, bench, demo, experiment, train
-from gtlkit.cli._options import int_list, str_list
+from gtlkit.cli._options import float_list, int_list, str_list
 
-__all__ = ["app", "int_list", "main", "str_list"]
+__all__ = ["app", "float_list", "int_list", "main", "str_list"]
 
 app = typer.Typer(
     help="gtlkit: guided transfer learning for discrete diffusion models.",

@@ -22,20 +22,30 @@ import typer
 from gtlkit.config import config_fields
 from gtlkit.experiments.common.settings import setting_flags, setting_help
 
-__all__ = ["config_options", "int_list", "str_list"]
+__all__ = ["config_options", "float_list", "int_list", "str_list"]
 
 
-def int_list(values: list[str] | None, what: str) -> list[int] | None:
-    """``["1000,100", "20"]`` -> ``[1000, 100, 20]`` (repeated flags or comma lists)."""
+def _typed_list(values: list[str] | None, what: str, kind: type, noun: str) -> list | None:
     if not values:
         return None
     out = []
     for part in str_list(values) or []:
         try:
-            out.append(int(part))
+            out.append(kind(part))
         except ValueError as e:
-            raise typer.BadParameter(f"{what}: {part!r} is not an integer") from e
+            raise typer.BadParameter(f"{what}: {part!r} is not {noun}") from e
     return out
+
+
+def int_list(values: list[str] | None, what: str) -> list[int] | None:
+    """``["1000,100", "20"]`` -> ``[1000, 100, 20]`` (repeated flags or comma lists)."""
+    return _typed_list(values, what, int, "an integer")
+
+
+def float_list(values: list[str] | None, what: str) -> list[float] | None:
+    """``["0.05,0.01", "1e-3"]`` -> ``[0.05, 0.01, 0.001]``; ``[""]`` -> ``[]`` (an empty
+    list, e.g. ``--sweep-gammas ""`` to switch a sweep off)."""
+    return _typed_list(values, what, float, "a number")
 
 
 def str_list(values: list[str] | None) -> list[str] | None:
@@ -70,6 +80,8 @@ def _option(f: dataclasses.Field, tp: Any) -> tuple[Any, Callable[[Any], Any]]:
         opt = typer.Option(_flag(f.name), *flags, help=help_text)
         if base is int:
             return Annotated[list[str] | None, opt], lambda v: int_list(v, _flag(f.name))
+        if base is float:
+            return Annotated[list[str] | None, opt], lambda v: float_list(v, _flag(f.name))
         return Annotated[list[str] | None, opt], str_list
     if base is bool:
         opt = typer.Option(f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}", help=help_text)

@@ -177,5 +177,20 @@ def test_quick_run_end_to_end_resumes_and_refuses_other_settings(tmp_path, text_
     before = json.loads((out / "results.json").read_text())["runs"]
     again = run_text_experiment(cfg, out)
     assert [e["mauve"] for e in again["runs"]] == [e["mauve"] for e in before]
+    # an interrupted baseline task resumes from its finished candidates (same model, same
+    # numbers): drop a finished entry and rerun
+    doc = json.loads((out / "results.json").read_text())
+    i = next(i for i, e in enumerate(doc["runs"]) if e["method"] == "finetuned")
+    dropped = doc["runs"].pop(i)
+    (out / "results.json").write_text(json.dumps(doc))
+    cached = out / "models" / "finetuned" / "b1_r0_s0" / f"lr{cfg.finetune_lrs[0]:g}"
+    assert (cached / "info.json").is_file() and (cached / "model.safetensors").is_file()
+    redone = next(
+        e
+        for e in run_text_experiment(cfg, out)["runs"]
+        if e["method"] == "finetuned" and e["budget"] == dropped["budget"]
+    )
+    for key in ("mauve", "heldout_nelbo", "train_seconds", "domain_score"):
+        assert redone[key] == dropped[key], key
     with pytest.raises(ValueError, match="different settings"):
         run_text_experiment(quick_config(data_dir=str(text_dir), top_k=4), out)

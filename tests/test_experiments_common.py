@@ -318,3 +318,23 @@ def test_choose_gamma_one_se_rule_keeps_one_on_few_rows_and_follows_clear_eviden
     assert big["gamma"] == big["gamma_min"] == pytest.approx(1 / 3, abs=0.06)
     with pytest.raises(ValueError, match="rule must be one of"):
         choose_gamma(den, exact, MaskedProcess(5), rows, rule="median")
+
+
+def test_run_tasks_says_when_each_task_starts_in_a_log_file(tmp_path):
+    """Without a terminal the live display shows nothing until the end; each task's start is
+    printed instead, so a log file shows where a long run is."""
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False, width=200)
+    tasks = [{"n": n, "method": "a", "seed": 0} for n in (1, 2)]
+    run_tasks(
+        _store(tmp_path / "r.json"), "runs", tasks, lambda t: {}, progress=True, console=console
+    )
+    lines = [x for x in buf.getvalue().splitlines() if "started" in x]
+    assert lines == [
+        "runs 1/2 started: n=1 method=a seed=0",
+        "runs 2/2 started: n=2 method=a seed=0",
+    ]

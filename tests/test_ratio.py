@@ -706,6 +706,44 @@ def test_fit_ratio_validation_rows_stages_and_errors(problem):
         fit_ratio(src, tgt, process, cfg, val_source=src[:10], val_target=tgt[:5, :2])
 
 
+def test_noisy_classifier_early_stopping_keeps_its_best_weights(problem):
+    """16 target rows at a high learning rate overfit; the held-out log-loss stops the run and
+    the bundle holds the weights of its best validation."""
+    from gtlkit.training.ratio_stages import _EARLY_STOP_SEED
+
+    process = MaskedProcess(V)
+    src, tgt = problem["source"][:2000], problem["target"][:16]
+    vs, vt = problem["source"][5000:5300], problem["target"][5000:5300]
+    cfg = small_fit_config(
+        estimator="noisy_classifier",
+        cycle_weight=0.0,
+        noisy_steps=600,
+        lr=1e-2,
+        patience_steps=100,
+        eval_every=20,
+        eval_max_rows=200,
+    )
+    b = fit_ratio(src, tgt, process, cfg, val_source=vs, val_target=vt)
+    es = b.metrics["noisy_classifier"]["early_stopping"]
+    print(f"\nearly stopping: {es}")
+    assert es["n_eval_source"] == 200 and es["n_eval_target"] == 200
+    assert es["stopped_early"] and es["steps_run"] < 600
+    assert es["best_step"] % 20 == 0 and es["steps_run"] - es["best_step"] >= 100
+    again = noisy_log_loss(
+        b.log_ratio, process, vs[:200], vt[:200], repeats=cfg.heldout_repeats, seed=_EARLY_STOP_SEED
+    )
+    assert again == pytest.approx(es["best_log_loss"], rel=1e-6)
+    assert again < math.log(2)  # it learned something before it overfitted
+    # without patience_steps nothing is validated or recorded
+    full = fit_ratio(src, tgt, process, cfg.replace(patience_steps=None, noisy_steps=40))
+    assert "early_stopping" not in full.metrics["noisy_classifier"]
+    # early stopping needs held-out rows
+    with pytest.raises(ValueError, match="patience_steps"):
+        fit_ratio(src, tgt, process, cfg.replace(val_fraction=0.0))
+    with pytest.raises(ValueError, match="patience_steps"):
+        RatioConfig(patience_steps=-1)
+
+
 # --------------------------------------------------------------------------------------------
 # gtlkit.training.ratio_config (time input, defaults) and gtlkit.training.ratio_crossfit
 # --------------------------------------------------------------------------------------------

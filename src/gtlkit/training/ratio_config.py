@@ -61,7 +61,12 @@ class RatioConfig(ConfigBase):
     ``t_min``/``t_max`` the range of uniformly drawn training times, ``heldout_repeats`` noise
     draws per held-out row in ``metrics["heldout"]``, ``ckpt_every`` steps between checkpoints
     of each stage when ``fit_ratio`` has an ``out_dir`` (0: none; a rerun into the same
-    ``out_dir`` resumes from the last one). ``amortise`` adds a last stage (masked diffusion
+    ``out_dir`` resumes from the last one). ``patience_steps`` early-stops the noisy
+    classifier (either estimator's): every ``eval_every`` steps its balanced log-loss is
+    measured on at most ``eval_max_rows`` held-out rows per domain (fixed noise draws,
+    ``heldout_repeats`` per row), the run ends after ``patience_steps`` steps without a lower
+    value and the best weights are kept (``None``: all ``noisy_steps`` steps, no validation;
+    needs held-out rows). ``amortise`` adds a last stage (masked diffusion
     only): a score head of the same width and depth distilled from the final ``log h`` for
     ``amortise_steps`` steps against ``amortise_candidates`` candidates per position
     (:mod:`gtlkit.training.amortised`), so that ``guidance="amortised"`` costs one head pass
@@ -98,6 +103,9 @@ class RatioConfig(ConfigBase):
     progress: bool = True
     log_every: int = 50
     ckpt_every: int = 0
+    patience_steps: int | None = None
+    eval_every: int = 100
+    eval_max_rows: int = 2048
     amortise: bool = False
     amortise_steps: int = 1000
     amortise_candidates: int = 16
@@ -123,10 +131,16 @@ class RatioConfig(ConfigBase):
             raise ValueError(f"cross_fit_folds must be >= 1, got {self.cross_fit_folds}")
         if self.heldout_repeats < 1:
             raise ValueError(f"heldout_repeats must be >= 1, got {self.heldout_repeats}")
+        if self.patience_steps is not None and self.patience_steps < 0:
+            raise ValueError(f"patience_steps must be >= 0 or None, got {self.patience_steps}")
+        if self.eval_every < 1 or self.eval_max_rows < 1:
+            raise ValueError("eval_every and eval_max_rows must be >= 1")
 
-    def train_config(self, steps: int, seed_offset: int) -> TrainConfig:
-        """The generic loop's config for one stage (seeds differ between stages)."""
+    def train_config(self, steps: int, seed_offset: int, eval_every: int = 0) -> TrainConfig:
+        """The generic loop's config for one stage (seeds differ between stages; ``eval_every``
+        > 0 validates every that many steps)."""
         return TrainConfig(
+            eval_every=eval_every,
             steps=steps,
             batch_size=self.batch_size,
             lr=self.lr,

@@ -27,9 +27,15 @@ from torch import Tensor
 from gtlkit._io import module_device
 from gtlkit.guidance.models import DomainClassifier, NoisyClassifierRatio, RatioNetwork
 from gtlkit.losses.ratio import bce_loss, check_scalar_output, ratio_regression_loss
-from gtlkit.metrics.ratio import batched, classifier_metrics, noisy_classifier_metrics
+from gtlkit.metrics.ratio import (
+    batched,
+    classifier_metrics,
+    noisy_classifier_metrics,
+    noisy_log_loss,
+)
 from gtlkit.nn import TransformerConfig, build_scalar_net
 from gtlkit.processes import Process
+from gtlkit.training.callbacks import EarlyStopping
 from gtlkit.training.loop import train
 from gtlkit.training.ratio_config import RatioConfig, check_time_conditioning
 
@@ -42,6 +48,9 @@ __all__ = [
 
 # seeds of the stages' initial weights and loops: cfg.seed + offset
 _SEEDS = {"classifier": (11, 1), "ratio": (12, 2), "noisy_classifier": (0, 0)}
+# seed of the noise draws of the early-stopping validation (not fit_ratio's reported
+# metrics["heldout"], which uses other draws of the same rows)
+_EARLY_STOP_SEED = 7
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,7 +240,9 @@ def train_noisy_classifier(
     rows drawn with replacement, each row noised at its own ``t ~ U(t_min, t_max)``, so the
     classes are balanced and the logit estimates ``log q_t / p_t`` with ``prior_log_odds = 0``.
     The weights are initialised under ``torch.manual_seed(cfg.seed)`` and the loop runs with
-    ``seed=cfg.seed``. Metrics: AUROC (``auroc_t{t}``) and the calibration of
+    ``seed=cfg.seed``. With ``cfg.patience_steps`` set the run is early-stopped on the
+    balanced log-loss of ``val`` (required) and keeps its best weights
+    (``metrics["early_stopping"]``). Metrics: AUROC (``auroc_t{t}``) and the calibration of
     :func:`gtlkit.metrics.noisy_classifier_metrics` (``calibration``) at ``eval_times``, on
     ``val`` or, flagged in ``on``, on the training rows.
     """
@@ -251,8 +262,50 @@ def train_noisy_classifier(
         labels = torch.cat([torch.zeros(B), torch.ones(B)]).to(logits.device)
         return bce_loss(logits, labels)
 
-    tcfg = cfg.train_config(cfg.noisy_steps, seed_offset=_SEEDS["noisy_classifier"][1])
-    result = train(net, loss_fn, source, tcfg, out_dir=_stage_dir(out_dir, "noisy_classifier"))
+    stopper, val_fn, val_rows = None, None, None
+    if cfg.patience_steps is not None:
+        if val is None:
+            raise ValueError(
+                "RatioConfig.patience_steps early-stops on held-out rows: pass val_source and "
+                "val_target to fit_ratio or set val_fraction > 0"
+            )
+        val_rows = (val[0][: cfg.eval_max_rows], val[1][: cfg.eval_max_rows])
+
+        def val_fn(model, rows):
+            wrapped = NoisyClassifierRatio(model, prior_log_odds=0.0)
+            loss = noisy_log_loss(
+                wrapped, process, *rows, repeats=cfg.heldout_repeats, seed=_EARLY_STOP_SEED
+            )
+            return {"heldout_log_loss": loss}
+
+        stopper = EarlyStopping("heldout_log_loss", cfg.patience_steps, mode="min")
+    tcfg = cfg.train_config(
+        cfg.noisy_steps,
+        seed_offset=_SEEDS["noisy_classifier"][1],
+        eval_every=cfg.eval_every if stopper is not None else 0,
+    )
+    result = train(
+        net,
+        loss_fn,
+        source,
+        tcfg,
+        out_dir=_stage_dir(out_dir, "noisy_classifier"),
+        val_data=val_rows,
+        val_fn=val_fn,
+        callbacks=[stopper] if stopper is not None else None,
+    )
+    stopping: dict = {}
+    if stopper is not None:
+        if stopper.best_state is not None:  # a resumed, already finished run validates nothing
+            stopper.restore(result.model)
+        stopping = {
+            "best_step": stopper.best_step,
+            "best_log_loss": stopper.best_value,
+            "steps_run": result.steps,
+            "stopped_early": bool(result.stopped_early),
+            "n_eval_source": len(val_rows[0]),
+            "n_eval_target": len(val_rows[1]),
+        }
     model = NoisyClassifierRatio(result.model.cpu().eval(), prior_log_odds=0.0)
     on = _on(val)
     vs, vt = val if on == "held_out" else (source, target)
@@ -262,6 +315,8 @@ def train_noisy_classifier(
     metrics["calibration"] = calib
     if result.history:
         metrics["final_loss"] = float(result.history[-1].get("loss", math.nan))
+    if stopping:
+        metrics["early_stopping"] = stopping
     return model, metrics
 
 

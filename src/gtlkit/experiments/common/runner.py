@@ -159,9 +159,14 @@ def run_tasks(
     new: list[dict] = []
     with progress_display(progress, console) as shown:
         job = shown.add_task(label or name, total=len(todo), info="") if shown is not None else None
-        for task in todo:
+        # a log file gets no live display: say when each task starts instead
+        plain = shown is not None and not shown.console.is_terminal
+        for i, task in enumerate(todo):
+            about = " ".join(f"{k}={v}" for k, v in task.items())
             if shown is not None:
-                shown.update(job, info=" ".join(f"{k}={v}" for k, v in task.items()))
+                shown.update(job, info=about)
+            if plain:
+                shown.console.print(f"{label or name} {i + 1}/{len(todo)} started: {about}")
             t0 = time.perf_counter()
             result = compute(task)
             entry = {**task, "seconds": time.perf_counter() - t0, **result}

@@ -119,9 +119,14 @@ def train_text_baseline(
     target: Split,
     seed: int,
     finetune: bool,
+    cache_dir: Path | None = None,
 ) -> tuple[nn.Module, dict]:
     """Train ``target_only`` (``finetune=False``) or ``finetuned`` at each candidate learning
-    rate; keep the candidate with the lowest held-out NELBO. Returns ``(model, record)``."""
+    rate; keep the candidate with the lowest held-out NELBO. Returns ``(model, record)``.
+
+    With ``cache_dir`` each finished candidate is saved there (``lr<lr>/``: weights and its
+    record) and reloaded on a rerun, so an interrupted task loses at most the candidate it was
+    training (a candidate's result does not depend on the others)."""
     from gtlkit.nn import DenoiserNet
     from gtlkit.processes import MaskedProcess
 
@@ -142,7 +147,14 @@ def train_text_baseline(
             warmup_steps=min(50, cfg.baseline_max_steps // 10),
             eval_rows=cfg.baseline_eval_rows,
         )
-        model, info = train_early_stopped(model, process, target, settings, seed)
+        cdir = None if cache_dir is None else cache_dir / f"lr{lr:g}"
+        if cdir is not None and (cdir / "info.json").is_file():
+            model, info = DenoiserNet.from_pretrained(cdir).eval(), read_json(cdir / "info.json")
+        else:
+            model, info = train_early_stopped(model, process, target, settings, seed)
+            if cdir is not None:
+                model.save_pretrained(cdir)
+                write_json(cdir / "info.json", info)  # last: it marks the candidate finished
         tried.append(
             {
                 "lr": lr,

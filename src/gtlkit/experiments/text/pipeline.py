@@ -161,7 +161,8 @@ class TextRunner:
             gamma = 0.0
         elif method in ("target_only", "finetuned"):
             split = self.data.target(seed, budget, r)
-            net, info = train_text_baseline(c, self.main, split, seed, method == "finetuned")
+            cache = self.out / "models" / method / f"b{_tag(budget)}_r{_tag(r)}_s{seed}"
+            net, info = train_text_baseline(c, self.main, split, seed, method == "finetuned", cache)
             trained_params, train_seconds = info["params"], info["train_seconds"]
             tuning_seconds = info["tuning_seconds"]
             code = 2 if method == "target_only" else 3

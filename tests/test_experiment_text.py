@@ -194,3 +194,51 @@ def test_quick_run_end_to_end_resumes_and_refuses_other_settings(tmp_path, text_
         assert redone[key] == dropped[key], key
     with pytest.raises(ValueError, match="different settings"):
         run_text_experiment(quick_config(data_dir=str(text_dir), top_k=4), out)
+
+
+def test_pieces_run_apart_merge_into_one_study(tmp_path, text_dir):
+    """Two processes' parts of one study (methods split between them) merge into one directory
+    with every entry, its samples, a summary over both and the union of the run selection;
+    parts of other settings are refused."""
+    pytest.importorskip("mauve")
+    from typer.testing import CliRunner
+
+    from gtlkit.cli import app
+    from gtlkit.experiments.text.pipeline import run_text_experiment
+
+    small = {"data_dir": str(text_dir), "budgets": [1.0], "overlaps": [0.0], "sweep_gammas": []}
+    a = run_text_experiment(quick_config(**small, methods=["source", "gtl"]), tmp_path / "a")
+    b = run_text_experiment(quick_config(**small, methods=["target_only"]), tmp_path / "b")
+    args = ["experiment", "text", "--out", str(tmp_path / "all")]
+    result = CliRunner().invoke(
+        app, [*args, "--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "b")]
+    )
+    assert result.exit_code == 0, result.output
+    merged = json.loads((tmp_path / "all" / "results.json").read_text())
+    assert sorted(e["method"] for e in merged["runs"]) == ["gtl", "source", "target_only"]
+    by_method = {e["method"]: e for e in merged["runs"]}
+    for e in a["runs"] + b["runs"]:
+        assert by_method[e["method"]]["mauve"] == e["mauve"]
+        assert (tmp_path / "all" / e["samples_file"]).is_file()
+    assert {s["method"] for s in merged["summary"]} == {"gtl", "source", "target_only"}
+    assert set(merged["config"]["methods"]) == {"source", "gtl", "target_only"}
+    assert merged["evaluation"] == a["evaluation"]
+    assert "target_only" in (tmp_path / "all" / "table.md").read_text()
+    other = run_text_experiment(
+        quick_config(**small, methods=["source"], top_k=4), tmp_path / "other"
+    )
+    assert other["runs"]
+    result = CliRunner().invoke(
+        app,
+        [
+            *args[:3],
+            str(tmp_path / "x"),
+            "--merge",
+            str(tmp_path / "a"),
+            "--merge",
+            str(tmp_path / "other"),
+        ],
+    )
+    assert result.exit_code != 0 and "different settings" in result.output
+    result = CliRunner().invoke(app, [*args, "--merge", str(tmp_path / "a"), "--top-k", "4"])
+    assert result.exit_code != 0 and "no other settings" in result.output

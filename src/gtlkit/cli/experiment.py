@@ -97,9 +97,30 @@ def text(
         typer.Option(help="JSON file of TextExperimentConfig fields (flags override it)."),
     ] = None,
     quick: Annotated[bool, typer.Option(help="Tiny, fast settings (smoke test).")] = False,
+    merge: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Run nothing: merge these directories (parts of one study run with the same "
+            "settings, e.g. one seed each) into --out and write its table and plots. Repeat "
+            "the flag for each part."
+        ),
+    ] = None,
     settings: dict | None = None,
 ) -> None:
     """Language transfer on real text: target-only, fine-tuned and GTL at four data budgets."""
+    if merge:
+        if settings or config is not None or quick:
+            raise typer.BadParameter("--merge takes the parts' settings: give no other settings")
+        from gtlkit.experiments.text.merge import merge_text_runs
+        from gtlkit.experiments.text.report import text_table
+
+        try:
+            results = merge_text_runs(out, merge)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from e
+        typer.echo(text_table(results))
+        typer.echo(f"merged {len(merge)} parts into {out}")
+        return
     base = _base_settings(config, settings)
     try:
         cfg = text_quick_config(**base) if quick else TextExperimentConfig(**base)

@@ -204,6 +204,8 @@ def test_pieces_run_apart_merge_into_one_study(tmp_path, text_dir):
     from typer.testing import CliRunner
 
     from gtlkit.cli import app
+    from gtlkit.experiments.text.config import method_fingerprint
+    from gtlkit.experiments.text.merge import merge_text_runs
     from gtlkit.experiments.text.pipeline import run_text_experiment
 
     small = {"data_dir": str(text_dir), "budgets": [1.0], "overlaps": [0.0], "sweep_gammas": []}
@@ -223,22 +225,29 @@ def test_pieces_run_apart_merge_into_one_study(tmp_path, text_dir):
     assert {s["method"] for s in merged["summary"]} == {"gtl", "source", "target_only"}
     assert set(merged["config"]["methods"]) == {"source", "gtl", "target_only"}
     assert merged["evaluation"] == a["evaluation"]
+    cfg_a = quick_config(**small, methods=["source", "gtl"])
+    assert method_fingerprint(cfg_a.to_dict(), "gtl") == cfg_a.fingerprint()
     assert "target_only" in (tmp_path / "all" / "table.md").read_text()
+    # a piece under another ratio recipe: its baseline counts, its GTL entry does not
+    c = run_text_experiment(
+        quick_config(**small, methods=["finetuned", "gtl"], ratio_steps=20), tmp_path / "c"
+    )
+    doc = merge_text_runs(tmp_path / "all", [tmp_path / "c"])
+    methods = sorted(e["method"] for e in doc["runs"])
+    assert methods == ["finetuned", "gtl", "source", "target_only"]
+    ft = next(e for e in doc["runs"] if e["method"] == "finetuned")
+    assert ft["merged_from"] == str(tmp_path / "c")
+    assert ft["mauve"] == next(e for e in c["runs"] if e["method"] == "finetuned")["mauve"]
+    assert (
+        next(e for e in doc["runs"] if e["method"] == "gtl")["mauve"] == by_method["gtl"]["mauve"]
+    )
+    # a piece whose settings differ for every method is refused
     other = run_text_experiment(
         quick_config(**small, methods=["source"], top_k=4), tmp_path / "other"
     )
     assert other["runs"]
-    result = CliRunner().invoke(
-        app,
-        [
-            *args[:3],
-            str(tmp_path / "x"),
-            "--merge",
-            str(tmp_path / "a"),
-            "--merge",
-            str(tmp_path / "other"),
-        ],
-    )
+    parts = ["--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "other")]
+    result = CliRunner().invoke(app, [*args[:3], str(tmp_path / "x"), *parts])
     assert result.exit_code != 0 and "different settings" in result.output
     result = CliRunner().invoke(app, [*args, "--merge", str(tmp_path / "a"), "--top-k", "4"])
     assert result.exit_code != 0 and "no other settings" in result.output

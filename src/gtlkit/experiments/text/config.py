@@ -16,6 +16,7 @@ __all__ = [
     "METHODS",
     "RESULT_KEYS",
     "TextExperimentConfig",
+    "method_fingerprint",
     "quick_config",
 ]
 
@@ -40,6 +41,26 @@ RESULT_KEYS = (
 
 # fields that choose which runs are done, not how a run is done (left out of the fingerprint)
 RUN_SELECTION = ("budgets", "overlaps", "seeds", "methods", "sweep_gammas", "progress", "quick")
+# fields that act only on GTL's entries (its ratio network, gamma, the sweep's small source
+# models): the unguided source and the baselines do not depend on them
+GTL_ONLY = (
+    "ratio_arch",
+    "ratio_d_model",
+    "ratio_layers",
+    "ratio_steps",
+    "ratio_batch",
+    "ratio_lrs",
+    "max_param_fraction",
+    "gamma",
+    "max_gamma",
+    "gamma_eval_rows",
+    "sweep_budget",
+    "small_d_model",
+    "small_layers",
+    "small_steps",
+    "small_batch",
+    "small_lr",
+)
 
 
 @dataclass
@@ -184,6 +205,16 @@ class TextExperimentConfig(ConfigBase):
         from gtlkit.experiments.common.runner import config_fingerprint
 
         return config_fingerprint(self.settings_dict())
+
+
+def method_fingerprint(config: dict, method: str) -> str:
+    """Hash of the settings (a config dict) that entries of ``method`` depend on: every
+    setting for ``gtl``, all but :data:`GTL_ONLY` for the others (so baselines computed
+    under one ratio recipe stay valid under another; ``gtl experiment text --merge``)."""
+    from gtlkit.experiments.common.runner import config_fingerprint
+
+    skip = set(RUN_SELECTION) | (set() if method == "gtl" else set(GTL_ONLY))
+    return config_fingerprint({k: v for k, v in config.items() if k not in skip})
 
 
 def quick_config(**overrides: Any) -> TextExperimentConfig:

@@ -17,7 +17,7 @@ from typing import Any
 
 from gtlkit._io import read_json, write_text
 from gtlkit.experiments.common.runner import ResultsStore, save_resolved_config
-from gtlkit.experiments.text.config import RUN_SELECTION
+from gtlkit.experiments.text.config import METHODS, RUN_SELECTION, method_fingerprint
 
 __all__ = ["merge_text_runs"]
 
@@ -39,11 +39,14 @@ def merge_text_runs(
     """Merge the results of ``pieces`` (directories of ``gtl experiment text`` runs with one
     fingerprint) into ``out_dir`` (created, or added to if it holds the same settings).
 
-    Entries already in ``out_dir`` win over a piece's entry with the same key; each piece's
-    sample files are copied. The merged ``config.json`` has the union of the pieces' run
+    The settings are ``out_dir``'s when it already holds a merge, else the first piece's. A later piece's entries of a method are taken when
+    that method's :func:`~gtlkit.experiments.text.config.method_fingerprint` matches the
+    first piece's (so the baselines of a piece run under another ratio recipe still count,
+    its GTL entries do not); they carry ``merged_from``. Entries already in ``out_dir`` win
+    over a piece's entry with the same key; each piece's sample files are copied. The merged ``config.json`` has the union of the pieces' run
     selection (budgets, seeds, methods, ...). Returns the merged results dict (also in
-    ``out_dir/results.json``, with ``merged_from``); ``ValueError`` if the pieces hold
-    different settings or a piece has no results.
+    ``out_dir/results.json``, with ``merged_from``: entries taken per piece); ``ValueError``
+    if a piece shares no method's settings with the first or has no results.
     """
     from gtlkit.experiments.text.pipeline import RUN_KEY
     from gtlkit.experiments.text.report import save_plots, summarize, text_table
@@ -58,10 +61,14 @@ def merge_text_runs(
         if p.resolve() == out.resolve():
             raise ValueError(f"{p} is the output directory itself")
         docs.append((p, read_json(p / "results.json")))
-    fps = {d["fingerprint"] for _, d in docs}
-    if len(fps) != 1:
-        raise ValueError(f"the pieces were run with different settings (fingerprints {fps})")
-    fp = fps.pop()
+    # the settings: those of out_dir when it already holds a merge, else the first piece's
+    here = out / "results.json"
+    first = read_json(here) if here.is_file() else docs[0][1]
+    fp, ref, ref_name = (
+        first["fingerprint"],
+        first["config"],
+        here if here.is_file() else docs[0][0],
+    )
     store = ResultsStore(
         out / "results.json",
         fp,
@@ -71,17 +78,27 @@ def merge_text_runs(
     configs = [d["config"] for _, d in docs] + (
         [store.data["config"]] if "config" in store.data else []
     )
-    config = dict(configs[0])
+    config = dict(ref)
     for k in _UNION:
         config[k] = _union([c[k] for c in configs])
-    added = {}
+    added: dict[str, int] = {}
     for p, d in docs:
+        valid = {
+            m for m in METHODS if method_fingerprint(d["config"], m) == method_fingerprint(ref, m)
+        }
+        if not valid:
+            raise ValueError(
+                f"{p} was run with different settings from {ref_name} for every method"
+            )
+        added[str(p)] = 0
         for e in d["runs"]:
-            if not store.has("runs", e):
-                dst = out / e["samples_file"]
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(p / e["samples_file"], dst)
-        added[str(p)] = store.merge_from(p / "results.json")
+            if e["method"] not in valid or store.has("runs", e):
+                continue
+            dst = out / e["samples_file"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p / e["samples_file"], dst)
+            store.data["runs"].append({**e, "merged_from": str(p)})
+            added[str(p)] += 1
         for k in _SHARED:
             if k in d and k not in store.data:
                 store.data[k] = d[k]

@@ -9,7 +9,7 @@ it (:mod:`gtlkit.pipelines.generate`). Bad input ends with a one-line error and 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -45,17 +45,17 @@ def adapt(
 ) -> None:
     """Adapt a pretrained model to your documents: train the ratio network that guides it."""
     from gtlkit.pipelines.adapt import run_adapt
-    from gtlkit.pipelines.generate import init_processes
+    from gtlkit.pipelines.generate import process_group
 
-    init_processes()  # under torchrun / accelerate launch: join the process group
     try:
         cfg = AdaptConfig(target=str(target), **(settings or {}))
     except (TypeError, ValueError) as e:
         raise typer.BadParameter(str(e)) from e
-    try:
-        run_adapt(cfg, out)
-    except _user_errors() as e:
-        _fail(e)
+    with process_group():  # under torchrun / accelerate launch: join the process group
+        try:
+            run_adapt(cfg, out)
+        except _user_errors() as e:
+            _fail(e)
 
 
 def sample(
@@ -87,29 +87,35 @@ def sample(
     Under ``torchrun`` or ``accelerate launch`` the samples are split across the processes
     (the same samples as one process gives for the same seed); the main process writes them.
     """
-    from gtlkit.pipelines.generate import init_processes, load_run, write_jsonl
+    from gtlkit.pipelines.generate import load_run, process_group
 
-    rank, _ = init_processes()
-    try:
-        run = load_run(run_dir)
-        x, stats = run.generate(
-            num_samples,
-            gamma=gamma,
-            top_k=top_k,
-            planner=planner,
-            sampler=sampler,
-            positions_per_step=positions_per_step,
-            seed=seed,
-            prefix=prefix,
-            batch_size=batch_size,
-            guidance=guidance,
-        )
-    except _user_errors() as e:
-        _fail(e)
-    except ValueError as e:  # the sampler's own checks (unknown planner, ...)
-        _fail(e)
-    if rank != 0:
-        return
+    with process_group() as (rank, _):  # left only once the main process has written
+        try:
+            run = load_run(run_dir)
+            x, stats = run.generate(
+                num_samples,
+                gamma=gamma,
+                top_k=top_k,
+                planner=planner,
+                sampler=sampler,
+                positions_per_step=positions_per_step,
+                seed=seed,
+                prefix=prefix,
+                batch_size=batch_size,
+                guidance=guidance,
+            )
+        except _user_errors() as e:
+            _fail(e)
+        except ValueError as e:  # the sampler's own checks (unknown planner, ...)
+            _fail(e)
+        if rank == 0:
+            _write_samples(run, x, stats, out)
+
+
+def _write_samples(run: Any, x: Any, stats: dict, out: Path | None) -> None:
+    """Score and write (``out``) or print the samples ``x`` of ``gtl sample``."""
+    from gtlkit.pipelines.generate import write_jsonl
+
     records = run.records(x)
     if out is not None:
         write_jsonl(out, records)

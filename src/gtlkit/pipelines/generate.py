@@ -10,8 +10,10 @@ interrupted ``gtl sample`` leaves no partial file behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from torch import Tensor
 from gtlkit.pipelines.adapt import RUN_FORMAT, RUN_VERSION, AdaptError
 from gtlkit.training.distributed import rank_world
 
-__all__ = ["AdaptedRun", "init_processes", "load_run", "write_jsonl"]
+__all__ = ["AdaptedRun", "init_processes", "load_run", "process_group", "write_jsonl"]
 
 
 @dataclass
@@ -168,6 +170,26 @@ def init_processes() -> tuple[int, int]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
     return rank_world()
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[tuple[int, int]]:
+    """:func:`init_processes` for the length of a command: yields ``(rank, world size)`` and,
+    if it created the group, leaves it cleanly at the end (a barrier on success, then
+    ``destroy_process_group``). A process that exits with its gloo group still open can abort
+    in the group's threads ("terminate called without an active exception") while the main
+    process is still writing."""
+    created = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized()
+    rank_size = init_processes()
+    ok = False
+    try:
+        yield rank_size
+        ok = True
+    finally:
+        if created and torch.distributed.is_initialized():
+            if ok:
+                torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
 
 
 def load_run(run_dir: str | os.PathLike) -> AdaptedRun:

@@ -159,6 +159,9 @@ def test_quick_run_end_to_end_resumes_and_refuses_other_settings(tmp_path, text_
         if e["method"] == "gtl" and e["gamma"] > 0:
             assert e["ratio_rows_per_sample"] > 0
             assert e["trained_params"] <= 0.5 * results["source_models"]["main"]["params"]
+        if e["method"] == "gtl":  # the ratio network was early-stopped on the held-out rows
+            stop = e["ratio"]["early_stopping"]
+            assert stop["best_step"] <= stop["steps_run"] <= 30 and stop["n_eval_target"] > 0
         if e["method"] in ("source", "target_only", "finetuned"):
             assert e["ratio_rows_per_sample"] == 0
     for name in (

@@ -326,6 +326,7 @@ def fit_gtl_ratio(
         "arch": ratio_config.arch,
         "params": m.get("net_params"),
         "fit_ratio_heldout": m.get("heldout"),
+        "early_stopping": (m.get("noisy_classifier") or {}).get("early_stopping"),
         "fit_ratio_overlap": m.get("overlap"),
         "criterion": criterion,
         **{f"source_{k}": v for k, v in source.sizes().items()},

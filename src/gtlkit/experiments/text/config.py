@@ -50,6 +50,8 @@ GTL_ONLY = (
     "ratio_steps",
     "ratio_batch",
     "ratio_lrs",
+    "ratio_patience",
+    "ratio_eval_every",
     "max_param_fraction",
     "gamma",
     "max_gamma",
@@ -131,6 +133,14 @@ class TextExperimentConfig(ConfigBase):
     ratio_lrs: list[float] = field(
         default_factory=lambda: [1e-3, 3e-3],
         metadata=doc("Ratio learning rates tried (chosen by held-out log-loss).", ("--ratio-lr",)),
+    )
+    ratio_patience: int | None = setting(
+        200,
+        "Stop the noisy classifier after this many steps without a lower held-out log-loss "
+        "(keeping its best weights); none: train all ratio_steps.",
+    )
+    ratio_eval_every: int = setting(
+        50, "Held-out log-loss of the ratio network every this many steps."
     )
     max_param_fraction: float = setting(0.1, "Ratio network size cap, share of the denoiser's.")
     gamma: float | None = setting(
@@ -240,6 +250,8 @@ def quick_config(**overrides: Any) -> TextExperimentConfig:
         "ratio_layers": 1,
         "ratio_steps": 30,
         "ratio_batch": 16,
+        "ratio_patience": 20,
+        "ratio_eval_every": 10,
         "max_param_fraction": 0.5,
         "gamma_eval_rows": 8,
         "sweep_gammas": [2.0],

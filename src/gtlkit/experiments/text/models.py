@@ -208,6 +208,8 @@ def fit_text_ratio(
             noisy_steps=cfg.ratio_steps,
             batch_size=cfg.ratio_batch,
             lr=lr,
+            patience_steps=cfg.ratio_patience,
+            eval_every=cfg.ratio_eval_every,
             mixed_precision="no",
             seed=seed_int(seed, len(target.train), 6),
             progress=False,

@@ -15,6 +15,7 @@ from gtlkit.experiments.markov.report import tuning_table
 from gtlkit.experiments.markov.tuning import (
     TUNED_FIELDS,
     base_fingerprint,
+    method_fingerprint,
     resolve_tuned,
     settings_for,
     tuning_grid,
@@ -152,3 +153,21 @@ def test_candidates_outside_the_current_grid_are_kept_but_never_chosen():
     ]
     kept = tuning._in_grid(entries, grid)
     assert [e["candidate"] for e in kept] == ["lr0.002"]
+
+
+def test_ratio_early_stopping_keeps_the_shipped_tuning_and_counts_for_gtl_only():
+    """``ratio_patience`` (off by default) leaves every saved fingerprint alone while off; on,
+    the shipped tuning still applies (it stops the tuned body early), GTL's tuning entries
+    made without it are not reused, the baselines' are."""
+    off, on = MarkovExperimentConfig(), MarkovExperimentConfig(ratio_patience=300)
+    assert "ratio_patience" not in off.settings_dict()
+    assert on.settings_dict()["ratio_patience"] == 300
+    assert off.fingerprint() != on.fingerprint()
+    assert resolve_tuned(on)["note"] == "applied"
+    a, b = off.to_dict(), on.to_dict()
+    assert method_fingerprint(a, "gtl") != method_fingerprint(b, "gtl")
+    for m in BASELINES:
+        assert method_fingerprint(a, m) == method_fingerprint(b, m)
+    rcfg = gtl.ratio_config(on, seed=0)
+    assert (rcfg.patience_steps, rcfg.eval_every) == (300, 50)
+    assert gtl.ratio_config(off, seed=0).patience_steps is None

@@ -30,7 +30,8 @@ def ratio_config(cfg: MarkovExperimentConfig, seed: int):
 
     Width ``ratio_hidden``; ``ratio_layers`` GRU layers for the recurrent body, one more for
     transformer bodies, which also train at ``min(ratio_lr, 1e-3)`` with EMA 0.999 (they
-    diverge at the recurrent body's 3e-3); ``ratio_steps`` per stage.
+    diverge at the recurrent body's 3e-3); ``ratio_steps`` per stage, the noisy classifier
+    early-stopped on the held-out log-loss when ``ratio_patience`` is set.
     """
     from gtlkit.training import RatioConfig
 
@@ -51,6 +52,8 @@ def ratio_config(cfg: MarkovExperimentConfig, seed: int):
         lr=cfg.ratio_lr if recurrent else min(cfg.ratio_lr, 1e-3),
         ema_decay=0.99 if recurrent else 0.999,
         warmup_steps=50,
+        patience_steps=cfg.ratio_patience,
+        eval_every=cfg.ratio_eval_every,
         mixed_precision="no",
         seed=seed,
         progress=False,

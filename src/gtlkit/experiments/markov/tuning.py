@@ -26,7 +26,12 @@ from typing import Any
 from gtlkit._io import machine_info, read_json, write_json
 from gtlkit.experiments.common.runner import ResultsStore, config_fingerprint, run_tasks
 from gtlkit.experiments.common.tuning import check_disjoint_seeds, check_equal_budget, choose
-from gtlkit.experiments.markov.config import RUN_SELECTION, MarkovExperimentConfig
+from gtlkit.experiments.markov.config import (
+    _LATER_FIELDS,
+    RUN_SELECTION,
+    MarkovExperimentConfig,
+    hashed,
+)
 
 __all__ = [
     "TUNED_FIELDS",
@@ -68,6 +73,8 @@ RATIO_FIELDS = (
     "ratio_steps",
     "ratio_batch",
     "ratio_lr",
+    "ratio_patience",
+    "ratio_eval_every",
 )
 TUNING_KEY = ("n_target", "method", "candidate", "seed")
 
@@ -125,14 +132,20 @@ def _in_grid(entries: list[dict], grid: dict[str, list[dict]]) -> list[dict]:
 
 
 def base_fingerprint(cfg: MarkovExperimentConfig) -> str:
-    """Hash of the settings a tuning result depends on, other than the tuned fields."""
-    return _fingerprint_without(cfg.to_dict())
+    """Hash of the settings a tuning result depends on, other than the tuned fields.
+
+    Early stopping of the ratio network (``ratio_patience``) is left out: it applies on top of
+    the tuned GTL body and estimator, and the baselines' choices do not depend on it. It does
+    count in :func:`method_fingerprint`, so GTL tuning entries made without it are not reused
+    with it.
+    """
+    return _fingerprint_without(cfg.to_dict(), _LATER_FIELDS)
 
 
 def _fingerprint_without(config: dict, extra_skip: tuple[str, ...] = ()) -> str:
     """Hash of ``config`` without the fields no tuning criterion depends on (and ``extra_skip``)."""
     skip = {*RUN_SELECTION, *TUNED_FIELDS, *_NOT_TUNING, *extra_skip}
-    return config_fingerprint({k: v for k, v in config.items() if k not in skip})
+    return config_fingerprint({k: v for k, v in hashed(config).items() if k not in skip})
 
 
 def method_fingerprint(config: dict, method: str) -> str:

@@ -212,3 +212,41 @@ def test_quick_experiment_end_to_end_and_resume(tmp_path):
     with pytest.raises(ValueError, match="different settings"):
         run_markov_experiment(cfg.replace(gamma=2.0), tmp_path)
     assert res["summary"]
+
+
+def test_guidance_ablation_scores_exact_taylor_and_a_distilled_head(tmp_path, monkeypatch):
+    """With a constant ``log h`` every estimator's candidate scores are zero, so exact and
+    Taylor guidance draw the same samples; the amortised entry records its distilled head."""
+    from gtlkit.experiments.common.runner import ResultsStore
+    from gtlkit.experiments.markov import ablations, pipeline
+    from gtlkit.experiments.markov.baselines import denoiser_config
+    from gtlkit.nn import DenoiserNet
+
+    cfg = quick_config(
+        n_source=200, samples=40, diagnose=False, progress=False, ablations=["guidance"]
+    )
+    data = MarkovData.build(cfg)
+    den = DenoiserNet(denoiser_config(cfg)).eval()
+
+    class Flat(torch.nn.Module):  # log h = 0 everywhere, differentiable in the one-hot input
+        vocab_size = cfg.total_vocab
+
+        def forward(self, x, t):  # ids [B, L] or one-hot rows [B, L, V + 1] (Taylor)
+            return 0.0 * x.float().flatten(1).sum(1)
+
+    def fake_gtl(c, source, split, seed, out_dir=None, denoiser=None):
+        info = {"train_seconds": 0.0, "criterion": {"scale": 1.0}, "gamma_choice": {"gamma": 1}}
+        return Flat(), info
+
+    monkeypatch.setattr(pipeline, "fit_gtl", fake_gtl)
+    monkeypatch.setattr(ablations, "HEAD_STEPS", 20)
+    runner = pipeline.MethodRunner(cfg, data, den, tmp_path, {"settings": {}})
+    store = ResultsStore(
+        tmp_path / "r.json", "x", {"ablations": ("ablation", "value", "n_target", "seed")}
+    )
+    ablations.run_ablations(cfg, store, runner, console=None)
+    got = {e["value"]: e for e in store.data["ablations"]}
+    assert set(got) == {"exact", "taylor", "amortised"}
+    assert got["exact"]["transition_estimate"] == got["taylor"]["transition_estimate"]
+    head = got["amortised"]["score_head"]
+    assert head["steps"] == 20 and head["params"] > 0 and "tv_gamma1" in head["heldout"]

@@ -27,12 +27,14 @@ def timed_sample(
     positions_per_step: int | None = None,
     batch_size: int = 1024,
     stats_out: dict | None = None,
+    guidance: str = "exact",
 ) -> tuple[Tensor, float]:
     """``num_samples`` sequences ``LongTensor[N, L]`` and the seconds they took.
 
     Unguided when ``log_ratio`` is None or ``gamma == 0``; otherwise guided by
     ``gamma * log h`` over ``top_k`` candidates (None: all) at the ``planner``'s positions,
-    ``positions_per_step`` at a time (None: one), ``batch_size`` sequences at once. The
+    ``positions_per_step`` at a time (None: one), ``batch_size`` sequences at once, with the
+    ``guidance`` estimator (``exact``, ``taylor``, or ``amortised`` for a score head). The
     sampler's generator is seeded from ``seed_parts``. ``stats_out``, if given, receives the
     sampler's :class:`~gtlkit.types.SampleStats` as a dict.
     """
@@ -52,6 +54,7 @@ def timed_sample(
             generator=generator(*seed_parts, 31),
             batch_size=batch_size,
             positions_per_step=positions_per_step,
+            guidance=guidance,
         )
     if stats_out is not None:
         stats_out.update(stats.as_dict())

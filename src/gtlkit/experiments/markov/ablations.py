@@ -4,7 +4,10 @@
 * ``top_k``: candidates per position; ``planner``: which position is revealed next;
 * ``estimator``: noisy classifier or regression, recurrent or transformer body;
 * ``space``: the regression's space (ratio, Poisson, log);
-* ``overlap``: a target-only state emitted with probability ``mass`` per position.
+* ``overlap``: a target-only state emitted with probability ``mass`` per position;
+* ``guidance``: how the candidate scores are computed: ``exact`` (one ratio pass per
+  candidate), ``taylor`` (one forward and backward pass per state) or ``amortised`` (a score
+  head distilled from the same ``log h`` on noised training rows, one head pass per state).
 
 Entries go to ``results.json``'s ``ablations``, keyed ``(ablation, value, n_target, seed)``.
 """
@@ -27,6 +30,8 @@ __all__ = ["ablation_values", "run_ablations"]
 
 OVERLAP_MASSES = (0.0, 0.1, 0.3, 0.6)
 OVERLAP_GAMMAS = (1.0, 5.0)
+HEAD_STEPS = 3000
+"""Distillation steps of the ``guidance`` ablation's score head (the exact-oracle test's)."""
 
 
 def ablation_values(name: str, cfg: MarkovExperimentConfig) -> list:
@@ -43,6 +48,8 @@ def ablation_values(name: str, cfg: MarkovExperimentConfig) -> list:
         return [f"{e}/{a}" for e in ("noisy_classifier", "regression") for a in SCALAR_ARCHS]
     if name == "space":
         return ["ratio", "poisson", "log"]
+    if name == "guidance":
+        return ["exact", "taylor", "amortised"]
     if name == "overlap":
         return [f"mass={m:g},gamma={g:g}" for m in OVERLAP_MASSES for g in OVERLAP_GAMMAS]
     raise ValueError(f"unknown ablation {name!r}; choose from {ABLATIONS}")
@@ -68,6 +75,20 @@ def run_ablations(cfg: MarkovExperimentConfig, store, runner, console: Any) -> N
             x, secs = sample_method(
                 den, c, (seed, n, 6), log_ratio, gtl_gamma(c, info), **{name: value}
             )
+        elif name == "guidance":
+            scorer = log_ratio
+            if value == "amortised":
+                key = ("head", n, seed)
+                if key not in fits:
+                    fits[key] = _score_head(c, log_ratio, data, n, seed, den)
+                scorer, head_info = fits[key]
+                extra_secs = head_info["train_seconds"]
+            x, secs = sample_method(
+                den, c, (seed, n, 6), scorer, gtl_gamma(c, info), guidance=value
+            )
+            if value == "amortised":
+                entry = {"seconds": secs + extra_secs, **evaluate_samples(x, src, tgt)}
+                return {**entry, "score_head": head_info}
         else:
             est, arch, space = (
                 (*value.split("/"), c.space)
@@ -111,6 +132,42 @@ def run_ablations(cfg: MarkovExperimentConfig, store, runner, console: Any) -> N
             for v in ablation_values(name, cfg)
         ]
         run_tasks(store, "ablations", tasks, compute, console=console, describe=_describe)
+
+
+def _score_head(c: MarkovExperimentConfig, log_ratio, data, n: int, seed: int, den) -> tuple:
+    """A score head distilled from ``log_ratio`` on the noised training rows of both domains
+    (target rows repeated to the source's count, as ``fit_ratio(amortise=True)`` does), the
+    source denoiser choosing candidates; judged on the held-out rows. Returns
+    ``(head, record)``."""
+    import time
+
+    import torch
+
+    from gtlkit.training.amortised import AmortiseConfig, distill_score_head
+
+    src, tgt = data.source, data.target(seed, n)
+    reps = max(1, len(src.train) // max(len(tgt.train), 1))
+    rows = torch.cat([src.train, tgt.train.repeat(reps, 1)])
+    acfg = AmortiseConfig(
+        d_model=64,
+        n_layers=2,
+        steps=HEAD_STEPS,
+        batch_size=64,
+        positions=4,
+        candidates=c.total_vocab,
+        lr=3e-3,
+        seed=seed + 7,
+    )
+    t0 = time.perf_counter()
+    head, metrics = distill_score_head(
+        log_ratio,
+        rows,
+        acfg,
+        denoiser=den,
+        val_rows=torch.cat([src.heldout, tgt.heldout]),
+        vocab_size=c.total_vocab,
+    )
+    return head, {**metrics, "train_seconds": time.perf_counter() - t0, "steps": HEAD_STEPS}
 
 
 def _describe(e: dict) -> str:

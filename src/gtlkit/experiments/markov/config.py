@@ -28,7 +28,7 @@ __all__ = [
 
 METHODS = ("source", "target_only", "finetuned", "gtl")
 BASELINES = ("target_only", "finetuned")
-ABLATIONS = ("gamma", "top_k", "planner", "estimator", "space", "overlap")
+ABLATIONS = ("gamma", "top_k", "planner", "estimator", "space", "overlap", "guidance")
 MATRICES = ("diagonal", "anti-diagonal", "dirichlet")
 ESTIMATORS = ("noisy_classifier", "regression")
 SPACES = ("ratio", "poisson", "log")
@@ -175,7 +175,8 @@ class MarkovExperimentConfig(ConfigBase):
     ablations: list[str] = field(
         default_factory=list,
         metadata=doc(
-            "Ablations: gamma, top_k, planner, estimator, space, overlap.", ("--ablation",)
+            "Ablations: gamma, top_k, planner, estimator, space, overlap, guidance.",
+            ("--ablation",),
         ),
     )
     ablation_n: list[int] | None = field(

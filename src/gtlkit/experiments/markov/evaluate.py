@@ -37,8 +37,8 @@ def sample_method(
 ) -> tuple[Tensor, float]:
     """``cfg.samples`` sequences from the planned sampler; returns ``(samples, seconds)``.
 
-    Unguided without ``log_ratio``; ``overrides`` may set ``top_k`` and ``planner``
-    (ablations).
+    Unguided without ``log_ratio``; ``overrides`` may set ``top_k``, ``planner`` and
+    ``guidance`` (ablations).
     """
     return timed_sample(
         denoiser,
@@ -50,4 +50,5 @@ def sample_method(
         gamma=gamma if log_ratio is not None else 0.0,
         top_k=overrides.get("top_k", cfg.top_k),
         planner=overrides.get("planner", cfg.planner),
+        guidance=overrides.get("guidance", "exact"),
     )

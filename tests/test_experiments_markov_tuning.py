@@ -156,10 +156,10 @@ def test_candidates_outside_the_current_grid_are_kept_but_never_chosen():
 
 
 def test_ratio_early_stopping_keeps_the_shipped_tuning_and_counts_for_gtl_only():
-    """``ratio_patience`` (off by default) leaves every saved fingerprint alone while off; on,
-    the shipped tuning still applies (it stops the tuned body early), GTL's tuning entries
-    made without it are not reused, the baselines' are."""
-    off, on = MarkovExperimentConfig(), MarkovExperimentConfig(ratio_patience=300)
+    """``ratio_patience`` leaves every saved fingerprint alone while off (None); on (the
+    default), the shipped tuning still applies (it stops the tuned body early), GTL's tuning
+    entries made without it are not reused, the baselines' are."""
+    off, on = MarkovExperimentConfig(ratio_patience=None), MarkovExperimentConfig()
     assert "ratio_patience" not in off.settings_dict()
     assert on.settings_dict()["ratio_patience"] == 300
     assert off.fingerprint() != on.fingerprint()

@@ -55,8 +55,8 @@ PAPER_GTL_TARGETS = {1000: 0.02, 100: 0.04, 20: 0.08}
 """Our goal for GTL's mean absolute error per n (mean over the reported seeds), set well
 below the paper's GTL figures (docs/markov.md)."""
 
-# settings added after results were saved: left out of every hash while ratio_patience is at
-# its default (off), so the shipped tuning and earlier runs keep their fingerprints
+# settings added after results were saved: left out of every hash while ratio_patience is
+# off (None), so results saved before it existed keep their fingerprints
 _LATER_FIELDS = ("ratio_patience", "ratio_eval_every")
 
 
@@ -153,9 +153,9 @@ class MarkovExperimentConfig(ConfigBase):
     ratio_batch: int = setting(256, "Rows per domain per ratio training step.")
     ratio_lr: float = setting(3e-3, "Ratio network learning rate (transformers: at most 1e-3).")
     ratio_patience: int | None = setting(
-        None,
+        300,
         "Early-stop the noisy classifier after this many steps without a lower held-out "
-        "log-loss (best weights kept); none: train all ratio_steps.",
+        "log-loss (best weights kept; the baselines' patience); none: train all ratio_steps.",
     )
     ratio_eval_every: int = setting(
         50, "Held-out log-loss of the ratio network every this many steps."

@@ -179,14 +179,15 @@ def process_group() -> Iterator[tuple[int, int]]:
     ``destroy_process_group``). A process that exits with its gloo group still open can abort
     in the group's threads ("terminate called without an active exception") while the main
     process is still writing."""
-    created = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized()
+    was_initialized = torch.distributed.is_initialized()
     rank_size = init_processes()
+    created = not was_initialized and torch.distributed.is_initialized()
     ok = False
     try:
         yield rank_size
         ok = True
     finally:
-        if created and torch.distributed.is_initialized():
+        if created:
             if ok:
                 torch.distributed.barrier()
             torch.distributed.destroy_process_group()

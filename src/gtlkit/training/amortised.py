@@ -29,7 +29,7 @@ from gtlkit.nn import TokenNet, TransformerConfig
 from gtlkit.processes import MaskedProcess
 from gtlkit.training.loop import TrainConfig, train
 
-__all__ = ["AmortiseConfig", "distill_score_head", "score_head_metrics"]
+__all__ = ["AmortiseConfig", "balanced_rows", "distill_score_head", "score_head_metrics"]
 
 
 @dataclass
@@ -97,6 +97,13 @@ def _batch_scores(log_ratio, head, z, t, b, pos, cand) -> tuple[Tensor, Tensor]:
         exact, _ = ExactGuidance()(log_ratio, z, t, b, pos, cand)
     pred = head.raw(z, t)[b, pos].gather(1, cand)  # [n, K]
     return _centred(pred), _centred(exact.to(pred.dtype))
+
+
+def balanced_rows(source: Tensor, target: Tensor) -> Tensor:
+    """Distillation rows ``LongTensor[N, L]``: the ``source`` rows and the ``target`` rows
+    repeated to about as many (at least once), so both domains' states are seen alike."""
+    reps = max(1, len(source) // max(len(target), 1))
+    return torch.cat([source, target.repeat(reps, 1)])
 
 
 def score_head_metrics(

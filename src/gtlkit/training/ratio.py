@@ -293,12 +293,11 @@ def fit_ratio(
 
 def _amortise(log_ratio, src, tgt, vs, vt, on, net_cfg, cfg, process, denoiser, out_dir):
     """The score head of ``RatioConfig(amortise=True)``, distilled on balanced rows."""
-    from gtlkit.training.amortised import AmortiseConfig, distill_score_head
+    from gtlkit.training.amortised import AmortiseConfig, balanced_rows, distill_score_head
 
     if not isinstance(process, MaskedProcess):
         raise ValueError("amortise=True is implemented for masked diffusion (MaskedProcess)")
-    reps = max(1, len(src) // max(len(tgt), 1))
-    rows = torch.cat([src, tgt.repeat(reps, 1)])
+    rows = balanced_rows(src, tgt)
     acfg = AmortiseConfig(
         d_model=net_cfg.d_model,
         n_layers=net_cfg.n_layers,

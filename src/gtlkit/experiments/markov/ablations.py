@@ -86,9 +86,6 @@ def run_ablations(cfg: MarkovExperimentConfig, store, runner, console: Any) -> N
             x, secs = sample_method(
                 den, c, (seed, n, 6), scorer, gtl_gamma(c, info), guidance=value
             )
-            if value == "amortised":
-                entry = {"seconds": secs + extra_secs, **evaluate_samples(x, src, tgt)}
-                return {**entry, "score_head": head_info}
         else:
             est, arch, space = (
                 (*value.split("/"), c.space)
@@ -112,6 +109,8 @@ def run_ablations(cfg: MarkovExperimentConfig, store, runner, console: Any) -> N
             extra_secs = info["train_seconds"]
             x, secs = sample_method(den, c, (seed, n, 6), log_ratio, gtl_gamma(c, info))
         entry = {"seconds": secs + extra_secs, **evaluate_samples(x, src, tgt)}
+        if name == "guidance" and value == "amortised":
+            entry["score_head"] = head_info
         if name in ("estimator", "space"):
             entry["gamma"] = gtl_gamma(c, info)
             entry["criterion"] = info["criterion"]
@@ -143,11 +142,10 @@ def _score_head(c: MarkovExperimentConfig, log_ratio, data, n: int, seed: int, d
 
     import torch
 
-    from gtlkit.training.amortised import AmortiseConfig, distill_score_head
+    from gtlkit.training.amortised import AmortiseConfig, balanced_rows, distill_score_head
 
     src, tgt = data.source, data.target(seed, n)
-    reps = max(1, len(src.train) // max(len(tgt.train), 1))
-    rows = torch.cat([src.train, tgt.train.repeat(reps, 1)])
+    rows = balanced_rows(src.train, tgt.train)
     acfg = AmortiseConfig(
         d_model=64,
         n_layers=2,

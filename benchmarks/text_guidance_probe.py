@@ -1,0 +1,181 @@
+"""What a text experiment's fitted guide gives at other settings: gamma and reveal steps.
+
+`gtl experiment text` chooses gamma by the guided model's held-out NELBO and samples with the
+configured positions per step. This probe reloads one of its fitted ratio networks (the run's
+`models/gtl/r{r}_b{budget}_s{seed}`, never refitted) and the run's frozen source model, draws
+`--samples` samples at every (gamma, positions per step) pair with the run's sampler
+otherwise, and scores them with the run's evaluator (MAUVE against the target test rows,
+domain score, generative perplexity, entropy, distinct-2/3) and the sampling time.
+
+It chooses nothing: the figures describe the curve a user picks a point on (gamma against
+domain score and fluency; reveal steps against quality and time). Sampler seeds are those of
+the experiment's fixed-gamma entries with a probe offset, so no sample repeats the run's own.
+MAUVE depends on the number of samples (k-means buckets over few points): compare it only
+within one probe, at equal sample counts, never with the run's 256-sample figures.
+
+    python benchmarks/text_guidance_probe.py runs/text-gtl-es --budget 0.05 --seed 0 \\
+        --gammas 0,1,2,4 --positions-per-step 2 --samples 64 --out docs/bench/text-probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+
+def _floats(s: str) -> list[float]:
+    return [float(v) for v in s.split(",") if v]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path, help="a `gtl experiment text` output directory")
+    ap.add_argument("--budget", type=float, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--r", type=float, default=0.0)
+    ap.add_argument("--gammas", type=_floats, default=[0.0, 1.0, 2.0, 4.0])
+    ap.add_argument(
+        "--positions-per-step", type=lambda s: [int(v) for v in s.split(",")], default=None
+    )
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument(
+        "--amortise-steps",
+        type=int,
+        default=0,
+        help="also distill a score head from the guide for this many steps and sample each "
+        "gamma > 0 with it (guidance='amortised'); 0: off",
+    )
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+
+    import torch
+
+    from gtlkit._io import machine_info, read_json, write_json
+    from gtlkit.experiments.common.sampling import timed_sample
+    from gtlkit.experiments.text.config import TextExperimentConfig
+    from gtlkit.experiments.text.data import TextData, load_split_documents
+    from gtlkit.experiments.text.evaluate import TextEvaluator
+    from gtlkit.experiments.text.models import fit_text_ratio, load_main_source
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    saved = read_json(args.run_dir / "config.json")
+    cfg = TextExperimentConfig.from_dict(saved.get("config", saved))
+    if cfg.model == "train":
+        raise SystemExit("the probe needs a run on a loaded source model (model != 'train')")
+    tag = lambda x: f"{x:g}".replace(".", "p")  # noqa: E731  (the run's directory names)
+    bundle_dir = (
+        args.run_dir / "models" / "gtl" / f"r{tag(args.r)}_b{tag(args.budget)}_s{args.seed}"
+    )
+    if not (bundle_dir / "info.json").is_file():
+        raise SystemExit(f"no fitted ratio network in {bundle_dir}: run the experiment first")
+    docs = load_split_documents(cfg.data_dir)
+    model, tok, seq_len, _ = load_main_source(cfg, args.run_dir, docs["source"]["train"])
+    data = TextData(docs, tok, seq_len, cfg.min_heldout_docs)
+    # reloads the saved bundle (fit_text_ratio fits only when bundle_dir has no record)
+    bundle, info = fit_text_ratio(
+        cfg,
+        data.source(args.r),
+        data.target(args.seed, args.budget, args.r),
+        model.num_parameters(),
+        data.vocab_size,
+        args.seed,
+        bundle_dir,
+    )
+    evaluator = TextEvaluator(
+        data, cfg.features, cfg.ppl_model, cfg.mauve_seed, args.run_dir / "eval_cache"
+    )
+    head, head_info = None, None
+    if args.amortise_steps:
+        from gtlkit.training.amortised import AmortiseConfig, balanced_rows, distill_score_head
+
+        src, tgt = data.source(args.r), data.target(args.seed, args.budget, args.r)
+        g = torch.Generator().manual_seed(args.seed)
+        src_rows = src.train[torch.randperm(len(src.train), generator=g)[:2048]]
+        t0 = time.perf_counter()
+        head, head_info = distill_score_head(
+            bundle.log_ratio,
+            balanced_rows(src_rows, tgt.train),
+            AmortiseConfig(steps=args.amortise_steps, candidates=cfg.top_k or 16, seed=args.seed),
+            denoiser=model,
+            val_rows=torch.cat([src.heldout[:64], tgt.heldout]),
+            vocab_size=data.vocab_size,
+        )
+        head_info["train_seconds"] = time.perf_counter() - t0
+        print(json.dumps({"score_head": head_info}, default=str), flush=True)
+    pps_values = args.positions_per_step or [cfg.positions_per_step]
+    settings = [
+        (pps, gamma, guidance)
+        for pps in pps_values
+        for gamma in args.gammas
+        for guidance in (["exact", "amortised"] if head is not None and gamma > 0 else ["exact"])
+    ]
+    rows = []
+    for pps, gamma, guidance in settings:
+        parts = (
+            args.seed,
+            round(args.budget * 1e4),
+            9,
+            round(args.r * 1e4),
+            round(gamma * 100),
+            pps,
+        )
+        stats: dict = {}
+        x, secs = timed_sample(
+            model,
+            args.samples,
+            data.seq_len,
+            data.vocab_size,
+            parts,
+            (head if guidance == "amortised" else bundle.log_ratio) if gamma > 0 else None,
+            gamma=gamma,
+            top_k=cfg.top_k,
+            planner=cfg.planner,
+            positions_per_step=pps,
+            batch_size=cfg.sample_batch,
+            stats_out=stats,
+            guidance=guidance,
+        )
+        row = {
+            "gamma": gamma,
+            "guidance": guidance if gamma > 0 else "none",
+            "positions_per_step": pps,
+            "reveal_steps": -(-data.seq_len // pps),
+            **evaluator(x),
+            "sample_seconds": secs / args.samples,
+            "ratio_rows_per_sample": stats.get("ratio_rows", 0) / args.samples,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    chosen = None
+    results = args.run_dir / "results.json"
+    if results.is_file():
+        for e in read_json(results).get("runs", []):
+            key = (e.get("study"), e.get("method"), e.get("budget"), e.get("seed"), e.get("r"))
+            if key == ("main", "gtl", args.budget, args.seed, args.r):
+                chosen = e.get("gamma")
+    out = {
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "run_dir": str(args.run_dir),
+        "budget": args.budget,
+        "seed": args.seed,
+        "r": args.r,
+        "samples": args.samples,
+        "chosen_gamma_of_run": chosen,
+        "ratio": {k: info.get(k) for k in ("criterion", "early_stopping", "params")},
+        "score_head": head_info,
+        "evaluation": evaluator.info,
+        "machine": machine_info(),
+        "date": time.strftime("%Y-%m-%d"),
+        "rows": rows,
+    }
+    write_json(args.out, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -228,7 +228,7 @@ def test_nan_model_outputs_raise_a_clear_error(run_dir):
         bad.generate(2, gamma=0.0)
 
 
-def test_adapt_with_amortise_samples_with_the_score_head(tiny, tmp_path):
+def test_adapt_with_amortise_samples_with_the_score_head(tiny, run_dir, tmp_path):
     out = tmp_path / "amortised"
     res = _adapt(tiny, out, "--amortise", "--amortise-steps", "20")
     assert res.exit_code == 0, res.output
@@ -237,7 +237,8 @@ def test_adapt_with_amortise_samples_with_the_score_head(tiny, tmp_path):
     run = load_run(out)
     x, stats = run.generate(4, guidance="amortised", seed=0)
     assert stats["ratio_rows"] == stats["denoiser_rows"]  # one head pass per denoiser pass
-    res = CliRunner().invoke(app, ["sample", str(tiny["root"] / "run"), "--guidance", "amortised"])
+    # a run adapted without --amortise has no score head: a clear usage error
+    res = CliRunner().invoke(app, ["sample", str(run_dir), "--guidance", "amortised"])
     assert res.exit_code == 2 and "--amortise" in res.output
 
 

@@ -845,3 +845,22 @@ def test_defaults_are_the_measured_recipe(problem):
     assert isinstance(b.log_ratio.net, RecurrentScalarNet) and b.classifier is None
     assert not b.log_ratio.net.config.time_conditioning
     assert b.log_ratio.net.config.d_model == 32  # not shrunk: fits 25 % of 60k parameters
+
+
+def test_fit_ratio_warns_when_held_out_rows_show_no_signal(problem):
+    """Held-out target rows drawn from the source: whatever the network learned from the
+    training rows cannot beat log 2 on them, and fit_ratio says so; held-out rows from the
+    target keep the warning off."""
+    process = MaskedProcess(V)
+    src, tgt = problem["source"], problem["target"]
+    cfg = small_fit_config(estimator="noisy_classifier", cycle_weight=0.0, noisy_steps=150)
+    kw = {"val_source": src[3000:3600]}
+    with pytest.warns(RuntimeWarning, match="no better than knowing nothing"):
+        bad = fit_ratio(src[:3000], tgt[:600], process, cfg, val_target=src[5000:5600], **kw)
+    assert bad.metrics["heldout"]["log_loss"] >= math.log(2)
+    assert "log-loss" in bad.metrics["fit_warning"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the overlap verdict may warn
+        good = fit_ratio(src[:3000], tgt[:600], process, cfg, val_target=tgt[600:1200], **kw)
+    assert good.metrics["heldout"]["log_loss"] < math.log(2)
+    assert good.metrics["fit_warning"] is None

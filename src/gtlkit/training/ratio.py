@@ -22,6 +22,7 @@ The names other modules import from here stay importable: :class:`RatioConfig`,
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -140,6 +141,9 @@ def fit_ratio(
       :data:`HELDOUT_SEED`); lower is better, ``log 2`` is the loss of ``log h = 0``.
     * ``metrics["calibration"]``: AUROC, balanced accuracy and ECE at ``t = 0.25, 0.5, 0.75``
       (:func:`gtlkit.metrics.noisy_classifier_metrics`).
+    * ``metrics["fit_warning"]``: a message (also raised as a ``RuntimeWarning``) when that
+      held-out log-loss is not below ``log 2``, i.e. ``log h`` is no better there than knowing
+      nothing (no signal learned, or overconfident at ``gamma = 1``); otherwise None.
     * ``metrics["overlap"]``: overlap of rows noised at ``overlap_t``; with the source
       ``denoiser`` (masked diffusion) also ``metrics["stepwise_overlap"]``
       (:func:`~gtlkit.guidance.diagnostics.stepwise_overlap` at noised held-out target rows),
@@ -240,6 +244,9 @@ def fit_ratio(
         calib = {k: v for k, v in metrics["noisy_classifier"]["calibration"].items()}
         calib.update(n_source=len(vs), n_target=len(vt))
     metrics["calibration"] = {**calib, "on": on}
+    metrics["fit_warning"] = _fit_warning(loss, calib, on)
+    if metrics["fit_warning"]:
+        warnings.warn(metrics["fit_warning"], RuntimeWarning, stacklevel=2)
     overlap = noisy_overlap(log_ratio, process, vs, vt, overlap_t, seed=cfg.seed + 103)
     metrics["overlap"] = {"t": overlap_t, "on": on, **overlap}
     verdict, where = overlap, f"whole sequences noised at t={overlap_t}"
@@ -289,6 +296,22 @@ def fit_ratio(
         f"information); at t=0.5 AUROC {t5['auroc']:.3f}, ECE {t5['ece']:.3f}",
     )
     return bundle
+
+
+def _fit_warning(loss: float, calib: dict, on: str) -> str | None:
+    """A message when the final ``log h`` is no better on the ``on`` rows than ``log h = 0``
+    (balanced log-loss at least ``log 2``): guidance at ``gamma = 1`` with it does not move
+    samples toward the target, or moves them the wrong way. None otherwise."""
+    if not math.isfinite(loss) or loss >= math.log(2):
+        auroc = calib.get("t0.5", {}).get("auroc")
+        rank = f"; its AUROC at t=0.5 is {auroc:.3f}" if auroc is not None else ""
+        return (
+            f"the ratio network's {on.replace('_', '-')} log-loss {loss:.4f} is no better than "
+            f"knowing nothing (log 2 = 0.6931){rank}: guidance at gamma = 1 will not move "
+            "samples toward the target (overconfident: choose gamma on held-out rows; "
+            "no signal: more target rows or a smaller network)"
+        )
+    return None
 
 
 def _amortise(log_ratio, src, tgt, vs, vt, on, net_cfg, cfg, process, denoiser, out_dir):

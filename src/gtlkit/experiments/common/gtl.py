@@ -293,13 +293,14 @@ def fit_gtl_ratio(
     Returns ``(bundle, info)``: the :class:`~gtlkit.guidance.GuidanceBundle` and a record with
     ``train_seconds``, ``estimator``, ``arch``, ``params``, ``fit_ratio_heldout`` (what
     ``fit_ratio`` measured on the held-out rows), ``criterion`` (:func:`heldout_criterion`)
-    and ``fit_ratio_overlap``. ``fit_ratio``'s overlap warning is recorded, not raised.
+    ``fit_ratio_overlap`` and ``fit_warning``. ``fit_ratio``'s overlap and fit warnings are
+    recorded, not raised.
     """
     from gtlkit.training import fit_ratio
 
     t0 = time.perf_counter()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the overlap verdict is recorded
+        warnings.simplefilter("ignore", RuntimeWarning)  # the verdicts are recorded
         bundle = fit_ratio(
             source.train,
             target.train,
@@ -328,6 +329,7 @@ def fit_gtl_ratio(
         "fit_ratio_heldout": m.get("heldout"),
         "early_stopping": (m.get("noisy_classifier") or {}).get("early_stopping"),
         "fit_ratio_overlap": m.get("overlap"),
+        "fit_warning": m.get("fit_warning"),
         "criterion": criterion,
         **{f"source_{k}": v for k, v in source.sizes().items()},
         **target.sizes(),

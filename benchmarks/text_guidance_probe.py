@@ -59,8 +59,8 @@ def main() -> None:
     from gtlkit.experiments.common.sampling import timed_sample
     from gtlkit.experiments.text.config import TextExperimentConfig
     from gtlkit.experiments.text.data import TextData, load_split_documents
-    from gtlkit.experiments.text.evaluate import TextEvaluator
-    from gtlkit.experiments.text.models import fit_text_ratio, load_main_source
+    from gtlkit.experiments.text.models import load_main_source
+    from gtlkit.experiments.text.pipeline import TextRunner
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,28 +68,16 @@ def main() -> None:
     cfg = TextExperimentConfig.from_dict(saved.get("config", saved))
     if cfg.model == "train":
         raise SystemExit("the probe needs a run on a loaded source model (model != 'train')")
-    tag = lambda x: f"{x:g}".replace(".", "p")  # noqa: E731  (the run's directory names)
-    bundle_dir = (
-        args.run_dir / "models" / "gtl" / f"r{tag(args.r)}_b{tag(args.budget)}_s{args.seed}"
-    )
-    if not (bundle_dir / "info.json").is_file():
-        raise SystemExit(f"no fitted ratio network in {bundle_dir}: run the experiment first")
     docs = load_split_documents(cfg.data_dir)
     model, tok, seq_len, _ = load_main_source(cfg, args.run_dir, docs["source"]["train"])
     data = TextData(docs, tok, seq_len, cfg.min_heldout_docs)
-    # reloads the saved bundle (fit_text_ratio fits only when bundle_dir has no record)
-    bundle, info = fit_text_ratio(
-        cfg,
-        data.source(args.r),
-        data.target(args.seed, args.budget, args.r),
-        model.num_parameters(),
-        data.vocab_size,
-        args.seed,
-        bundle_dir,
-    )
-    evaluator = TextEvaluator(
-        data, cfg.features, cfg.ppl_model, cfg.mauve_seed, args.run_dir / "eval_cache"
-    )
+    # the run's own runner: its saved ratio network and its evaluator (with the run's cache)
+    runner = TextRunner(cfg, data, model, args.run_dir, console=None)
+    bundle_dir = runner.ratio_dir(args.r, args.seed, args.budget)
+    if not (bundle_dir / "info.json").is_file():
+        raise SystemExit(f"no fitted ratio network in {bundle_dir}: run the experiment first")
+    bundle, info = runner.ratio(args.r, args.seed, args.budget)  # reloaded, never refitted
+    evaluator = runner.evaluator
     head, head_info = None, None
     if args.amortise_steps:
         from gtlkit.training.amortised import AmortiseConfig, balanced_rows, distill_score_head

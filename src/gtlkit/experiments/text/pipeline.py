@@ -90,11 +90,15 @@ class TextRunner:
                 )
         return self._small[r]
 
+    def ratio_dir(self, r: float, seed: int, budget: float) -> Path:
+        """Where the ratio network of ``(r, seed, budget)`` and its record are saved."""
+        return self.out / "models" / "gtl" / f"r{_tag(r)}_b{_tag(budget)}_s{seed}"
+
     def ratio(self, r: float, seed: int, budget: float) -> tuple[Any, dict]:
         """GTL's ratio network of ``(r, seed, budget)`` (shared by the main study and the sweep)."""
         key = (r, seed, budget)
         if key not in self._ratios:
-            bdir = self.out / "models" / "gtl" / f"r{_tag(r)}_b{_tag(budget)}_s{seed}"
+            bdir = self.ratio_dir(r, seed, budget)
             self._ratios[key] = fit_text_ratio(
                 self.cfg,
                 self.data.source(r),

@@ -15,6 +15,11 @@ within one probe, at equal sample counts, never with the run's 256-sample figure
 
     python benchmarks/text_guidance_probe.py runs/text-gtl-es --budget 0.05 --seed 0 \\
         --gammas 0,1,2,4 --positions-per-step 2 --samples 64 --out docs/bench/text-probe.json
+
+With ``--amortise-steps N`` it also distills a score head from the guide (``--amortise-batch``
+rows x ``--amortise-positions`` masked positions x the run's top-k candidates = ratio rows
+per distillation step) and samples every gamma > 0 with it as well (or only, with
+``--amortised-only``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ from pathlib import Path
 
 def _floats(s: str) -> list[float]:
     return [float(v) for v in s.split(",") if v]
+
+
+def _guidances(head: bool, only: bool) -> list[str]:
+    if not head:
+        return ["exact"]
+    return ["amortised"] if only else ["exact", "amortised"]
 
 
 def main() -> None:
@@ -48,6 +59,16 @@ def main() -> None:
         default=0,
         help="also distill a score head from the guide for this many steps and sample each "
         "gamma > 0 with it (guidance='amortised'); 0: off",
+    )
+    ap.add_argument("--amortise-batch", type=int, default=32, help="rows per distillation step")
+    ap.add_argument(
+        "--amortise-positions", type=int, default=4, help="masked positions scored per row"
+    )
+    ap.add_argument(
+        "--amortised-only",
+        action="store_true",
+        help="with --amortise-steps: sample gamma > 0 with the head only (the exact rows of an "
+        "earlier probe share the sampler seeds, so they pair with these)",
     )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, required=True)
@@ -89,7 +110,14 @@ def main() -> None:
         head, head_info = distill_score_head(
             bundle.log_ratio,
             balanced_rows(src_rows, tgt.train),
-            AmortiseConfig(steps=args.amortise_steps, candidates=cfg.top_k or 16, seed=args.seed),
+            AmortiseConfig(
+                steps=args.amortise_steps,
+                batch_size=args.amortise_batch,
+                positions=args.amortise_positions,
+                candidates=cfg.top_k or 16,
+                seed=args.seed,
+                progress=True,
+            ),
             denoiser=model,
             val_rows=torch.cat([src.heldout[:64], tgt.heldout]),
             vocab_size=data.vocab_size,
@@ -101,7 +129,7 @@ def main() -> None:
         (pps, gamma, guidance)
         for pps in pps_values
         for gamma in args.gammas
-        for guidance in (["exact", "amortised"] if head is not None and gamma > 0 else ["exact"])
+        for guidance in _guidances(head is not None and gamma > 0, args.amortised_only)
     ]
     rows = []
     for pps, gamma, guidance in settings:

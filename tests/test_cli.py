@@ -43,8 +43,8 @@ def test_markov_options_reach_the_config(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_run(cfg, out):
-        seen["cfg"] = cfg
+    def fake_run(cfg, out, jobs=1):
+        seen["cfg"], seen["jobs"] = cfg, jobs
         return {"runs": []}
 
     monkeypatch.setattr(pipeline, "run_markov_experiment", fake_run)
@@ -52,14 +52,26 @@ def test_markov_options_reach_the_config(tmp_path, monkeypatch):
     path.write_text(json.dumps({"config": {"samples": 77, "seq_len": 12}}))  # a saved config.json
     args = ["experiment", "markov", "--config", str(path), "--seq-len", "9", "--out", str(tmp_path)]
     args += ["--n-target", "50,20", "--n-target", "10", "--ablation", "gamma,top_k"]
-    args += ["--top-k", "3", "--no-diagnose", "--tuned", "none"]
+    args += ["--top-k", "3", "--no-diagnose", "--tuned", "none", "--jobs", "3"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
+    assert seen["jobs"] == 3
     assert cfg.samples == 77 and cfg.seq_len == 9  # the flag overrides the file
     assert cfg.n_target == [50, 20, 10] and cfg.ablations == ["gamma", "top_k"]
     assert cfg.top_k == 3 and cfg.diagnose is False and cfg.tuned == "none"
     assert cfg.gamma is None and cfg.vocab_size == 5  # not given: the config's defaults
+
+
+def test_markov_merge_takes_no_settings_and_refuses_empty_parts(tmp_path):
+    part = tmp_path / "part"
+    part.mkdir()
+    args = ["experiment", "markov", "--merge", str(part), "--out", str(tmp_path / "m")]
+    flat = lambda out: "".join(out.replace("│", "").split())  # noqa: E731 (rich wraps lines)
+    result = runner.invoke(app, [*args, "--seeds", "1"])
+    assert result.exit_code != 0 and "noothersettings" in flat(result.output)
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0 and "holdsnoresults.json" in flat(result.output)
 
 
 def test_tune_writes_the_tuning_files(tmp_path, monkeypatch):

@@ -250,3 +250,49 @@ def test_guidance_ablation_scores_exact_taylor_and_a_distilled_head(tmp_path, mo
     assert got["exact"]["transition_estimate"] == got["taylor"]["transition_estimate"]
     head = got["amortised"]["score_head"]
     assert head["steps"] == 20 and head["params"] > 0 and "tv_gamma1" in head["heldout"]
+
+
+@pytest.mark.timeout(600)
+def test_worker_processes_give_the_entries_of_one_process(tmp_path):
+    """``jobs=2`` (one (seed, n) part per one-thread worker, the source trained once) gives
+    bit-identical entries to one one-thread process; a one-process rerun then finds every
+    entry done, and merging the parts' directories gives the same entries again."""
+    from gtlkit.experiments.markov.parallel import merge_markov_runs, parts_of
+
+    cfg = quick_config(
+        n_source=300, n_target=[30, 20], methods=["source", "target_only", "gtl"], samples=50,
+        source_steps=100, baseline_max_steps=50, ratio_steps=100, ratio_patience=None,
+        diagnose=False, progress=False, ablations=["top_k"], ablation_n=[20],
+    )  # fmt: skip
+    assert {(p.name, len(p.runs), len(p.ablations)) for p in parts_of(cfg)} == {
+        ("s0-n30", 3, 0),  # the source, target-only and GTL at n = 30
+        ("s0-n20", 2, 4),  # target-only, GTL and the 4 top-k values at n = 20
+    }
+    one = run_markov_experiment(cfg, tmp_path / "one")
+    two = run_markov_experiment(cfg, tmp_path / "two", jobs=2, threads=1)
+
+    def entries(res: dict) -> dict:
+        drop = ("seconds", "train", "ratio", "train_seconds", "score_head")
+        return {
+            name: sorted(
+                ({k: v for k, v in e.items() if k not in drop} for e in res[name]), key=str
+            )
+            for name in ("runs", "ablations")
+        }
+
+    assert len(two["runs"]) == 5 and len(two["ablations"]) == 4
+    assert entries(two) == entries(one)
+    assert {p["dir"].rsplit("/", 1)[1] for p in two["parts"]} == {"s0-n30", "s0-n20"}
+    seconds = [e["seconds"] for e in two["runs"]]
+    again = run_markov_experiment(cfg, tmp_path / "two")  # nothing left to compute
+    assert [e["seconds"] for e in again["runs"]] == seconds
+    parts = [tmp_path / "two" / "parts" / name for name in ("s0-n20", "s0-n30")]
+    merged = merge_markov_runs(tmp_path / "merged", parts)
+    assert entries(merged) == entries(one)
+    assert merged["config"]["n_target"] == [20, 30] and merged["config"]["seeds"] == [0]
+    other = tmp_path / "other"
+    other.mkdir()
+    doc = {**json.loads((parts[0] / "results.json").read_text()), "fingerprint": "elsewhere"}
+    (other / "results.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="other settings"):
+        merge_markov_runs(tmp_path / "merged", [other])

@@ -55,9 +55,36 @@ def markov(
             "whose criterion the changed settings do not touch (GTL's after a denoiser change)."
         ),
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes: each (seed, n) runs in its own one-thread process, the "
+            "source denoiser is trained once (about the core count is fastest). Same entries.",
+        ),
+    ] = 1,
+    merge: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Run nothing: merge these directories (parts of one study with the same "
+            "settings, e.g. one seed each) into --out and write its table and plots. Repeat "
+            "the flag for each part."
+        ),
+    ] = None,
     settings: dict | None = None,
 ) -> None:
     """The synthetic Markov-chain transfer experiment: target-only, fine-tuned and GTL."""
+    if merge:
+        if settings or config is not None or quick or tune:
+            raise typer.BadParameter("--merge takes the parts' settings: give no other settings")
+        from gtlkit.experiments.markov.parallel import merge_markov_runs
+
+        try:
+            results = merge_markov_runs(out, merge)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from e
+        print_table(results, out)
+        return
     base = _base_settings(config, settings)
     try:
         cfg = quick_config(**base) if quick else MarkovExperimentConfig(**base)
@@ -70,7 +97,7 @@ def markov(
         raise typer.BadParameter("--tune-reuse works only with --tune")
     from gtlkit.experiments.markov.pipeline import run_markov_experiment
 
-    results = run_markov_experiment(cfg, out)
+    results = run_markov_experiment(cfg, out, jobs=jobs)
     print_table(results, out)
 
 

@@ -24,8 +24,10 @@ __all__ = [
     "ResultsStore",
     "config_fingerprint",
     "progress_display",
+    "read_parts",
     "run_tasks",
     "save_resolved_config",
+    "union",
 ]
 
 
@@ -177,3 +179,28 @@ def run_tasks(
             if shown is not None:
                 shown.advance(job)
     return new
+
+
+def read_parts(out_dir: str | os.PathLike, parts: list) -> list[tuple[Path, dict]]:
+    """The ``results.json`` of each directory of ``parts`` to merge into ``out_dir``:
+    ``[(dir, results)]``; ``ValueError`` if there are none, one holds no results or one is
+    ``out_dir`` itself."""
+    out = Path(out_dir)
+    if not parts:
+        raise ValueError("nothing to merge: give at least one part directory")
+    docs = []
+    for p in map(Path, parts):
+        if not (p / "results.json").is_file():
+            raise ValueError(f"{p} holds no results.json")
+        if p.resolve() == out.resolve():
+            raise ValueError(f"{p} is the output directory itself")
+        docs.append((p, read_json(p / "results.json")))
+    return docs
+
+
+def union(values: list) -> list:
+    """The values of the lists ``values`` in order of first appearance, each once."""
+    merged: list = []
+    for v in values:
+        merged += [x for x in v if x not in merged]
+    return merged

@@ -26,7 +26,7 @@ from gtlkit.experiments.markov.evaluate import evaluate_samples, sample_method
 from gtlkit.experiments.markov.gtl import fit_gtl, gtl_gamma
 from gtlkit.experiments.markov.report import describe
 
-__all__ = ["ablation_values", "run_ablations"]
+__all__ = ["ablation_list", "ablation_values", "run_ablations"]
 
 OVERLAP_MASSES = (0.0, 0.1, 0.3, 0.6)
 OVERLAP_GAMMAS = (1.0, 5.0)
@@ -53,6 +53,18 @@ def ablation_values(name: str, cfg: MarkovExperimentConfig) -> list:
     if name == "overlap":
         return [f"mass={m:g},gamma={g:g}" for m in OVERLAP_MASSES for g in OVERLAP_GAMMAS]
     raise ValueError(f"unknown ablation {name!r}; choose from {ABLATIONS}")
+
+
+def ablation_list(cfg: MarkovExperimentConfig) -> list[dict]:
+    """The ``(ablation, value, n_target, seed)`` tasks of ``cfg``'s ablations."""
+    ns = cfg.ablation_n or cfg.n_target
+    return [
+        {"ablation": name, "value": v, "n_target": n, "seed": s}
+        for name in cfg.ablations
+        for s in cfg.seeds
+        for n in ns
+        for v in ablation_values(name, cfg)
+    ]
 
 
 def run_ablations(cfg: MarkovExperimentConfig, store, runner, console: Any) -> None:
@@ -124,12 +136,7 @@ def run_ablations(cfg: MarkovExperimentConfig, store, runner, console: Any) -> N
         if name == "overlap":
             _ablate_overlap(cfg, store, runner, ns, console)
             continue
-        tasks = [
-            {"ablation": name, "value": v, "n_target": n, "seed": s}
-            for s in cfg.seeds
-            for n in ns
-            for v in ablation_values(name, cfg)
-        ]
+        tasks = [t for t in ablation_list(cfg) if t["ablation"] == name]
         run_tasks(store, "ablations", tasks, compute, console=console, describe=_describe)
 
 
@@ -220,10 +227,5 @@ def _ablate_overlap(
             **evaluate_samples(x, src_o, tgt_o),
         }
 
-    tasks = [
-        {"ablation": "overlap", "value": v, "n_target": n, "seed": s}
-        for s in cfg.seeds
-        for n in ns
-        for v in ablation_values("overlap", cfg)
-    ]
+    tasks = [t for t in ablation_list(cfg) if t["ablation"] == "overlap"]
     run_tasks(store, "ablations", tasks, compute, console=console, describe=_describe)

@@ -41,7 +41,7 @@ from gtlkit.experiments.markov.gtl import fit_gtl, gtl_gamma
 from gtlkit.experiments.markov.report import describe, results_table, summarize
 from gtlkit.experiments.markov.tuning import resolve_tuned, settings_for
 
-__all__ = ["RUN_KEY", "MethodRunner", "run_markov_experiment"]
+__all__ = ["RUN_KEY", "MethodRunner", "finish_run", "open_run", "run_list", "run_markov_experiment"]
 
 RUN_KEY = ("n_target", "method", "seed")
 ABLATION_KEY = ("ablation", "value", "n_target", "seed")
@@ -133,7 +133,8 @@ class MethodRunner:
         return {"tuned": chosen} if chosen else {"tuned": None}
 
 
-def _tasks(cfg: MarkovExperimentConfig) -> list[dict]:
+def run_list(cfg: MarkovExperimentConfig) -> list[dict]:
+    """The ``(n_target, method, seed)`` tasks of ``cfg``: the unguided source once per seed."""
     tasks = []
     for seed in cfg.seeds:
         if "source" in cfg.methods:
@@ -147,25 +148,15 @@ def _tasks(cfg: MarkovExperimentConfig) -> list[dict]:
     return tasks
 
 
-def run_markov_experiment(
-    cfg: MarkovExperimentConfig, out_dir: str | os.PathLike, console: Any = None
-) -> dict:
-    """Run (or resume) the experiment of ``cfg``; write everything to ``out_dir``.
+def open_run(
+    cfg: MarkovExperimentConfig, out: Path, console: Any
+) -> tuple[ResultsStore, MarkovData, torch.nn.Module, dict]:
+    """Open (or resume) the results of ``cfg`` in ``out``; train or load the source denoiser.
 
-    Returns the results dict also written to ``out_dir/results.json``: ``config``,
-    ``tuned`` (the per-n settings used and where they came from), ``machine``, ``chains``,
-    ``protocol`` (split sizes), ``source_model``, ``runs`` (one entry per ``(n_target, method,
-    seed)`` with the metrics of :data:`~gtlkit.experiments.markov.config.RESULT_KEYS`, the
-    estimated matrix and, per method, the training record or GTL diagnostics), ``ablations``
-    and ``summary`` (mean and sd over seeds).
+    Writes ``config.json`` and the run's records (chains, split sizes, the source model and
+    its diagnostics) to ``out/results.json``. Returns the store, the data, the source
+    denoiser and the resolved tuned settings.
     """
-    from rich.console import Console
-
-    from gtlkit.experiments.markov.ablations import run_ablations
-
-    console = console or Console(stderr=True)
-    out = Path(out_dir)
-    t_start = time.perf_counter()
     tuned = resolve_tuned(cfg)
     if tuned["settings"] or cfg.tuned != "none":
         console.print(f"tuned settings ({tuned['source']}): {tuned['note']}")
@@ -200,21 +191,14 @@ def run_markov_experiment(
             sinfo = {**sinfo, "diagnostics": source_diagnostics(cfg, denoiser, *_chains(data))}
         store.data["source_model"] = sinfo
     store.save()
+    return store, data, denoiser, tuned
 
-    runner = MethodRunner(cfg, data, denoiser, out, tuned)
-    run_tasks(
-        store,
-        "runs",
-        _tasks(cfg),
-        runner,
-        progress=cfg.progress,
-        console=console,
-        describe=describe,
-        label="markov runs",
-    )
-    if cfg.ablations:
-        run_ablations(cfg, store, runner, console)
-    store.data["wall_seconds_this_call"] = time.perf_counter() - t_start
+
+def finish_run(store: ResultsStore, out: Path, console: Any, seconds: float | None) -> dict:
+    """Record the wall time of this call (unless ``None``); write ``table.md`` and the plots.
+    Returns the results."""
+    if seconds is not None:
+        store.data["wall_seconds_this_call"] = seconds
     store.save()
     results = store.data
     write_text(out / "table.md", results_table(results))
@@ -225,6 +209,52 @@ def run_markov_experiment(
     except Exception as e:  # plots are a convenience; never lose the numbers over them
         console.print(f"[yellow]plots failed: {type(e).__name__}: {e}")
     return results
+
+
+def run_markov_experiment(
+    cfg: MarkovExperimentConfig,
+    out_dir: str | os.PathLike,
+    console: Any = None,
+    jobs: int = 1,
+    threads: int | None = None,
+) -> dict:
+    """Run (or resume) the experiment of ``cfg``; write everything to ``out_dir``.
+
+    Returns the results dict also written to ``out_dir/results.json``: ``config``,
+    ``tuned`` (the per-n settings used and where they came from), ``machine``, ``chains``,
+    ``protocol`` (split sizes), ``source_model``, ``runs`` (one entry per ``(n_target, method,
+    seed)`` with the metrics of :data:`~gtlkit.experiments.markov.config.RESULT_KEYS`, the
+    estimated matrix and, per method, the training record or GTL diagnostics), ``ablations``
+    and ``summary`` (mean and sd over seeds). ``jobs > 1`` runs the ``(seed, n)`` groups in
+    that many worker processes of ``threads`` threads each (default: cores // jobs;
+    :mod:`.parallel`); the entries are those of one process at that thread count.
+    """
+    from rich.console import Console
+
+    from gtlkit.experiments.markov.ablations import run_ablations
+
+    console = console or Console(stderr=True)
+    if jobs > 1:
+        from gtlkit.experiments.markov.parallel import run_parallel
+
+        return run_parallel(cfg, Path(out_dir), jobs, console, threads)
+    out = Path(out_dir)
+    t_start = time.perf_counter()
+    store, data, denoiser, tuned = open_run(cfg, out, console)
+    runner = MethodRunner(cfg, data, denoiser, out, tuned)
+    run_tasks(
+        store,
+        "runs",
+        run_list(cfg),
+        runner,
+        progress=cfg.progress,
+        console=console,
+        describe=describe,
+        label="markov runs",
+    )
+    if cfg.ablations:
+        run_ablations(cfg, store, runner, console)
+    return finish_run(store, out, console, time.perf_counter() - t_start)
 
 
 def _chains(data: MarkovData) -> tuple:

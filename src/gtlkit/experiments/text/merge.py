@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gtlkit._io import read_json, write_text
-from gtlkit.experiments.common.runner import ResultsStore, save_resolved_config
+from gtlkit.experiments.common.runner import ResultsStore, read_parts, save_resolved_config, union
 from gtlkit.experiments.text.config import METHODS, RUN_SELECTION, method_fingerprint
 
 __all__ = ["merge_text_runs"]
@@ -24,13 +24,6 @@ __all__ = ["merge_text_runs"]
 # records that every piece computes the same way; the first piece that has one supplies it
 _SHARED = ("machine", "source_models", "evaluation")
 _UNION = tuple(k for k in RUN_SELECTION if k not in ("progress", "quick"))
-
-
-def _union(values: list[list[Any]]) -> list[Any]:
-    out: list[Any] = []
-    for v in values:
-        out += [x for x in v if x not in out]
-    return out
 
 
 def merge_text_runs(
@@ -52,15 +45,7 @@ def merge_text_runs(
     from gtlkit.experiments.text.report import save_plots, summarize, text_table
 
     out = Path(out_dir)
-    if not pieces:
-        raise ValueError("nothing to merge: give at least one piece directory")
-    docs = []
-    for p in map(Path, pieces):
-        if not (p / "results.json").is_file():
-            raise ValueError(f"{p} holds no results.json")
-        if p.resolve() == out.resolve():
-            raise ValueError(f"{p} is the output directory itself")
-        docs.append((p, read_json(p / "results.json")))
+    docs = read_parts(out, pieces)
     # the settings: those of out_dir when it already holds a merge, else the first piece's
     here = out / "results.json"
     first = read_json(here) if here.is_file() else docs[0][1]
@@ -80,7 +65,7 @@ def merge_text_runs(
     )
     config = dict(ref)
     for k in _UNION:
-        config[k] = _union([c[k] for c in configs])
+        config[k] = union([c[k] for c in configs])
     added: dict[str, int] = {}
     for p, d in docs:
         valid = {

@@ -43,7 +43,7 @@ def test_markov_options_reach_the_config(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_run(cfg, out, jobs=1):
+    def fake_run(cfg, out, jobs=1, threads=None):
         seen["cfg"], seen["jobs"] = cfg, jobs
         return {"runs": []}
 
@@ -153,23 +153,3 @@ def test_bad_setting_is_a_usage_error(tmp_path):
     assert result.exit_code != 0
     assert "matrix" in result.output
     assert not (tmp_path / "r" / "results.json").exists()
-
-
-@pytest.mark.timeout(600)
-def test_quick_markov_from_the_command_line(tmp_path):
-    out = tmp_path / "run"
-    args = ["experiment", "markov", "--quick", "--out", str(out), "--n-target", "30"]
-    args += ["--seeds", "1", "--samples", "200", "--methods", "source,gtl", "--gamma", "2"]
-    args += ["--source-steps", "300", "--ratio-steps", "300", "--no-diagnose", "--no-progress"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    res = json.loads((out / "results.json").read_text())
-    assert {(e["n_target"], e["method"], e["seed"]) for e in res["runs"]} == {
-        (0, "source", 1),
-        (30, "gtl", 1),
-    }
-    gtl = next(e for e in res["runs"] if e["method"] == "gtl")
-    assert gtl["gamma"] == 2.0  # a fixed gamma replaces the held-out temperature
-    cfg = json.loads((out / "config.json").read_text())["config"]
-    assert cfg["gamma"] == 2.0 and cfg["samples"] == 200 and cfg["quick"] is True
-    assert (out / "table.md").read_text().count("| gtl |") == 1

@@ -253,23 +253,35 @@ def test_guidance_ablation_scores_exact_taylor_and_a_distilled_head(tmp_path, mo
 
 
 @pytest.mark.timeout(600)
-def test_worker_processes_give_the_entries_of_one_process(tmp_path):
-    """``jobs=2`` (one (seed, n) part per one-thread worker, the source trained once) gives
-    bit-identical entries to one one-thread process; a one-process rerun then finds every
-    entry done, and merging the parts' directories gives the same entries again."""
+def test_command_line_worker_processes_give_the_entries_of_one_process(tmp_path):
+    """``gtl experiment markov --jobs 2`` (one (seed, n) part per one-thread worker, the source
+    trained once) gives bit-identical entries to one one-thread process with the same
+    settings; a one-process rerun then finds every entry done, and merging the parts'
+    directories gives the same entries again."""
+    from typer.testing import CliRunner
+
+    from gtlkit.cli import app
     from gtlkit.experiments.markov.parallel import merge_markov_runs, parts_of
 
     cfg = quick_config(
         n_source=300, n_target=[30, 20], methods=["source", "target_only", "gtl"], samples=50,
-        source_steps=100, baseline_max_steps=50, ratio_steps=100, ratio_patience=None,
-        diagnose=False, progress=False, ablations=["top_k"], ablation_n=[20],
+        source_steps=100, baseline_max_steps=50, ratio_steps=100, gamma=2.0,
+        diagnose=False, progress=False, ablations=["top_k"], ablation_n=[20], plots=False,
     )  # fmt: skip
     assert {(p.name, len(p.runs), len(p.ablations)) for p in parts_of(cfg)} == {
         ("s0-n30", 3, 0),  # the source, target-only and GTL at n = 30
         ("s0-n20", 2, 4),  # target-only, GTL and the 4 top-k values at n = 20
     }
-    one = run_markov_experiment(cfg, tmp_path / "one")
-    two = run_markov_experiment(cfg, tmp_path / "two", jobs=2, threads=1)
+    one = run_markov_experiment(cfg, tmp_path / "one")  # this process: one thread (conftest)
+    args = ["experiment", "markov", "--quick", "--out", str(tmp_path / "two"), "--jobs", "2"]
+    args += ["--threads", "1", "--n-source", "300", "--n-target", "30,20", "--seeds", "0"]
+    args += ["--methods", "source,target_only,gtl", "--samples", "50", "--source-steps", "100"]
+    args += ["--baseline-max-steps", "50", "--ratio-steps", "100", "--gamma", "2"]
+    args += ["--no-diagnose", "--no-progress", "--ablation", "top_k", "--ablation-n", "20"]
+    result = CliRunner().invoke(app, [*args, "--no-plots"])
+    assert result.exit_code == 0, result.output
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["config"] == cfg.to_dict()  # every flag reached the config
 
     def entries(res: dict) -> dict:
         drop = ("seconds", "train", "ratio", "train_seconds", "score_head")
@@ -282,7 +294,10 @@ def test_worker_processes_give_the_entries_of_one_process(tmp_path):
 
     assert len(two["runs"]) == 5 and len(two["ablations"]) == 4
     assert entries(two) == entries(one)
+    assert {e["gamma"] for e in two["runs"] if e["method"] == "gtl"} == {2.0}
     assert {p["dir"].rsplit("/", 1)[1] for p in two["parts"]} == {"s0-n30", "s0-n20"}
+    assert (tmp_path / "two" / "table.md").read_text().count("| gtl |") == 2
+    assert not list((tmp_path / "two").rglob("*.png"))  # --no-plots, and never in the parts
     seconds = [e["seconds"] for e in two["runs"]]
     again = run_markov_experiment(cfg, tmp_path / "two")  # nothing left to compute
     assert [e["seconds"] for e in again["runs"]] == seconds

@@ -63,6 +63,10 @@ def markov(
             "source denoiser is trained once (about the core count is fastest). Same entries.",
         ),
     ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --jobs: torch threads per worker (default: cores / jobs)."),
+    ] = None,
     merge: Annotated[
         list[Path] | None,
         typer.Option(
@@ -97,7 +101,7 @@ def markov(
         raise typer.BadParameter("--tune-reuse works only with --tune")
     from gtlkit.experiments.markov.pipeline import run_markov_experiment
 
-    results = run_markov_experiment(cfg, out, jobs=jobs)
+    results = run_markov_experiment(cfg, out, jobs=jobs, threads=threads)
     print_table(results, out)
 
 

@@ -76,6 +76,7 @@ RUN_SELECTION = (
     "ablation_n",
     "diagnose",
     "progress",
+    "plots",
     "quick",
     "tuning_seeds",
 )
@@ -185,6 +186,7 @@ class MarkovExperimentConfig(ConfigBase):
     diagnose: bool = setting(True, "Exact-oracle diagnostics.")
     quick: bool = setting(False, "Small settings for smoke tests (set by --quick).")
     progress: bool = setting(True, "Show progress.")
+    plots: bool = setting(True, "Write the PNG plots (off: results.json and table.md only).")
 
     def __post_init__(self) -> None:
         if self.vocab_size < 2 or self.seq_len < 2:

@@ -58,6 +58,7 @@ class Part:
             ablations=list(cfg.ablations) if in_ablation else [],
             ablation_n=[n] if in_ablation else None,
             progress=False,
+            plots=False,
         )
         runs = run_list(self.cfg)
         self.runs = runs if n_runs else [t for t in runs if t["method"] == "source"]
@@ -176,7 +177,7 @@ def run_parallel(
     if failed:
         store.save()
         raise RuntimeError("parts failed: " + "; ".join(failed + [f"not started: {len(todo)}"]))
-    return finish_run(store, out, console, time.perf_counter() - t_start)
+    return finish_run(store, out, console, time.perf_counter() - t_start, cfg.plots)
 
 
 def merge_markov_runs(out_dir: str | os.PathLike, parts: list[str | os.PathLike]) -> dict:

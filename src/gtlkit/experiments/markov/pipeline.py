@@ -41,7 +41,14 @@ from gtlkit.experiments.markov.gtl import fit_gtl, gtl_gamma
 from gtlkit.experiments.markov.report import describe, results_table, summarize
 from gtlkit.experiments.markov.tuning import resolve_tuned, settings_for
 
-__all__ = ["RUN_KEY", "MethodRunner", "finish_run", "open_run", "run_list", "run_markov_experiment"]
+__all__ = [
+    "RUN_KEY",
+    "MethodRunner",
+    "finish_run",
+    "open_run",
+    "run_list",
+    "run_markov_experiment",
+]
 
 RUN_KEY = ("n_target", "method", "seed")
 ABLATION_KEY = ("ablation", "value", "n_target", "seed")
@@ -194,14 +201,18 @@ def open_run(
     return store, data, denoiser, tuned
 
 
-def finish_run(store: ResultsStore, out: Path, console: Any, seconds: float | None) -> dict:
-    """Record the wall time of this call (unless ``None``); write ``table.md`` and the plots.
-    Returns the results."""
+def finish_run(
+    store: ResultsStore, out: Path, console: Any, seconds: float | None, plots: bool = True
+) -> dict:
+    """Record the wall time of this call (unless ``None``); write ``table.md`` and (with
+    ``plots``) the plots. Returns the results."""
     if seconds is not None:
         store.data["wall_seconds_this_call"] = seconds
     store.save()
     results = store.data
     write_text(out / "table.md", results_table(results))
+    if not plots:
+        return results
     try:
         from gtlkit.experiments import plots
 
@@ -254,7 +265,7 @@ def run_markov_experiment(
     )
     if cfg.ablations:
         run_ablations(cfg, store, runner, console)
-    return finish_run(store, out, console, time.perf_counter() - t_start)
+    return finish_run(store, out, console, time.perf_counter() - t_start, cfg.plots)
 
 
 def _chains(data: MarkovData) -> tuple:

@@ -77,7 +77,6 @@ def main() -> None:
     import torch
 
     from gtlkit._io import machine_info, read_json, write_json
-    from gtlkit.experiments.common.sampling import timed_sample
     from gtlkit.experiments.text.config import TextExperimentConfig
     from gtlkit.experiments.text.data import TextData, load_split_documents
     from gtlkit.experiments.text.models import load_main_source
@@ -141,20 +140,14 @@ def main() -> None:
             round(gamma * 100),
             pps,
         )
-        stats: dict = {}
-        x, secs = timed_sample(
+        scorer = head if guidance == "amortised" else bundle.log_ratio
+        x, secs, stats = runner.sample(
             model,
-            args.samples,
-            data.seq_len,
-            data.vocab_size,
             parts,
-            (head if guidance == "amortised" else bundle.log_ratio) if gamma > 0 else None,
-            gamma=gamma,
-            top_k=cfg.top_k,
-            planner=cfg.planner,
+            scorer if gamma > 0 else None,
+            gamma,
+            samples=args.samples,
             positions_per_step=pps,
-            batch_size=cfg.sample_batch,
-            stats_out=stats,
             guidance=guidance,
         )
         row = {

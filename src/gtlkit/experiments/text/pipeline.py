@@ -110,11 +110,25 @@ class TextRunner:
             )
         return self._ratios[key]
 
-    def _sample(self, model, seed_parts, log_ratio=None, gamma: float = 0.0) -> tuple:
+    def sample(
+        self,
+        model,
+        seed_parts,
+        log_ratio=None,
+        gamma: float = 0.0,
+        *,
+        samples: int | None = None,
+        positions_per_step: int | None = None,
+        guidance: str = "exact",
+    ) -> tuple:
+        """``samples`` (default ``cfg.samples``) sequences ``LongTensor[N, L]`` from ``model``,
+        guided by ``gamma * log_ratio`` when ``log_ratio`` is given, with the run's sampler
+        (top-k, planner, batch; ``positions_per_step`` defaults to the run's) and the sampler
+        seed of ``seed_parts``. Returns ``(x, seconds, stats)``."""
         c, stats = self.cfg, {}
         x, secs = timed_sample(
             model,
-            c.samples,
+            samples or c.samples,
             self.L,
             self.V,
             seed_parts,
@@ -122,9 +136,10 @@ class TextRunner:
             gamma=gamma if log_ratio is not None else 0.0,
             top_k=c.top_k,
             planner=c.planner,
-            positions_per_step=c.positions_per_step,
+            positions_per_step=positions_per_step or c.positions_per_step,
             batch_size=c.sample_batch,
             stats_out=stats,
+            guidance=guidance,
         )
         return x, secs, stats
 
@@ -161,7 +176,7 @@ class TextRunner:
         else:
             model = self.main
         if method == "source":
-            x, secs, stats = self._sample(model, (seed, 0, 1))
+            x, secs, stats = self.sample(model, (seed, 0, 1))
             gamma = 0.0
         elif method in ("target_only", "finetuned"):
             split = self.data.target(seed, budget, r)
@@ -170,7 +185,7 @@ class TextRunner:
             trained_params, train_seconds = info["params"], info["train_seconds"]
             tuning_seconds = info["tuning_seconds"]
             code = 2 if method == "target_only" else 3
-            x, secs, stats = self._sample(net, (seed, round(budget * 1e4), code))
+            x, secs, stats = self.sample(net, (seed, round(budget * 1e4), code))
             gamma = 0.0
             extra["heldout_nelbo"] = info["best_heldout_nelbo"]
             extra["train"] = {k: v for k, v in info.items() if k != "heldout_history"}
@@ -190,9 +205,9 @@ class TextRunner:
             code = 4 if study == "main" else 5
             parts = (seed, round(budget * 1e4), code, round(r * 1e4), round(gamma * 100))
             if gamma == 0:
-                x, secs, stats = self._sample(model, parts)
+                x, secs, stats = self.sample(model, parts)
             else:
-                x, secs, stats = self._sample(model, parts, bundle.log_ratio, gamma)
+                x, secs, stats = self.sample(model, parts, bundle.log_ratio, gamma)
             extra["ratio"] = info
             extra["overlap_warning"] = bundle.metrics.get("overlap_warning")
         metrics = self.evaluator(x)

@@ -57,6 +57,7 @@ def test_markov_options_reach_the_config(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
     assert seen["jobs"] == 3
+    assert runner.invoke(app, args[:-2]).exit_code == 0 and seen["jobs"] == 0  # 0: per core
     assert cfg.samples == 77 and cfg.seq_len == 9  # the flag overrides the file
     assert cfg.n_target == [50, 20, 10] and cfg.ablations == ["gamma", "top_k"]
     assert cfg.top_k == 3 and cfg.diagnose is False and cfg.tuned == "none"

@@ -261,7 +261,7 @@ def test_command_line_worker_processes_give_the_entries_of_one_process(tmp_path)
     from typer.testing import CliRunner
 
     from gtlkit.cli import app
-    from gtlkit.experiments.markov.parallel import merge_markov_runs, parts_of
+    from gtlkit.experiments.markov.parallel import auto_jobs, merge_markov_runs, parts_of
 
     cfg = quick_config(
         n_source=300, n_target=[30, 20], methods=["source", "target_only", "gtl"], samples=50,
@@ -272,6 +272,9 @@ def test_command_line_worker_processes_give_the_entries_of_one_process(tmp_path)
         ("s0-n30", 3, 0),  # the source, target-only and GTL at n = 30
         ("s0-n20", 2, 4),  # target-only, GTL and the 4 top-k values at n = 20
     }
+    assert 1 <= auto_jobs(cfg) <= 2  # one per core, at most one per part
+    with pytest.raises(ValueError, match="jobs must be"):
+        run_markov_experiment(cfg, tmp_path / "bad", jobs=-1)
     one = run_markov_experiment(cfg, tmp_path / "one")  # this process: one thread (conftest)
     args = ["experiment", "markov", "--quick", "--out", str(tmp_path / "two"), "--jobs", "2"]
     args += ["--threads", "1", "--n-source", "300", "--n-target", "30,20", "--seeds", "0"]

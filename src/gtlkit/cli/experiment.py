@@ -58,11 +58,12 @@ def markov(
     jobs: Annotated[
         int,
         typer.Option(
-            min=1,
-            help="Worker processes: each (seed, n) runs in its own one-thread process, the "
-            "source denoiser is trained once (about the core count is fastest). Same entries.",
+            min=0,
+            help="Worker processes, each running (seed, n) parts with cores / jobs threads "
+            "after the source denoiser is trained once; 0: one per core, at most one per "
+            "part; 1: everything in this process.",
         ),
-    ] = 1,
+    ] = 0,
     threads: Annotated[
         int | None,
         typer.Option(min=1, help="With --jobs: torch threads per worker (default: cores / jobs)."),

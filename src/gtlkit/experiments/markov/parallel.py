@@ -33,7 +33,7 @@ from gtlkit._io import read_json, write_json
 from gtlkit.experiments.common.runner import ResultsStore, read_parts, union
 from gtlkit.experiments.markov.config import MarkovExperimentConfig
 
-__all__ = ["Part", "merge_markov_runs", "parts_of", "run_parallel"]
+__all__ = ["Part", "auto_jobs", "merge_markov_runs", "parts_of", "run_parallel"]
 
 _SOURCE_FILES = ("info.json", "model")
 _SHARED_RECORDS = ("source_model",)
@@ -83,6 +83,11 @@ def parts_of(cfg: MarkovExperimentConfig) -> list[Part]:
             if part.runs or part.ablations:
                 parts.append(part)
     return sorted(parts, key=lambda p: -p.cost)
+
+
+def auto_jobs(cfg: MarkovExperimentConfig) -> int:
+    """Worker processes for ``jobs=0``: one per CPU core, at most one per part of ``cfg``."""
+    return max(1, min(os.cpu_count() or 1, len(parts_of(cfg))))
 
 
 def _prepare_part(part: Part, out: Path, store: ResultsStore) -> Path:

@@ -238,13 +238,20 @@ def run_markov_experiment(
     estimated matrix and, per method, the training record or GTL diagnostics), ``ablations``
     and ``summary`` (mean and sd over seeds). ``jobs > 1`` runs the ``(seed, n)`` groups in
     that many worker processes of ``threads`` threads each (default: cores // jobs;
-    :mod:`.parallel`); the entries are those of one process at that thread count.
+    :mod:`.parallel`); the entries are those of one process at that thread count. ``jobs=0``:
+    one per CPU core, at most one per part (:func:`~.parallel.auto_jobs`).
     """
     from rich.console import Console
 
     from gtlkit.experiments.markov.ablations import run_ablations
 
     console = console or Console(stderr=True)
+    if jobs < 0:
+        raise ValueError(f"jobs must be >= 0 (0: one per core), got {jobs}")
+    if jobs == 0:
+        from gtlkit.experiments.markov.parallel import auto_jobs
+
+        jobs = auto_jobs(cfg)
     if jobs > 1:
         from gtlkit.experiments.markov.parallel import run_parallel
 

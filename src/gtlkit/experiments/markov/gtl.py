@@ -72,7 +72,8 @@ def fit_gtl(
 
     ``info`` is :func:`~gtlkit.experiments.common.gtl.fit_gtl_ratio`'s record, whose
     ``criterion`` holds the held-out log-loss and the temperature that minimises it; with the
-    source ``denoiser``, ``gamma_choice`` holds :func:`choose_gamma`'s held-out NELBO choice.
+    source ``denoiser`` and no fixed ``cfg.gamma``, ``gamma_choice`` holds :func:`choose_gamma`'s
+    held-out NELBO choice.
     """
     from gtlkit.guidance import GuidanceBundle
     from gtlkit.processes import MaskedProcess
@@ -91,7 +92,7 @@ def fit_gtl(
         criterion_seed=seed_int(seed, n, 6),
     )
     info["space"] = cfg.space if cfg.estimator == "regression" else None
-    if denoiser is not None:
+    if denoiser is not None and cfg.gamma is None:  # a fixed gamma needs no choice
         info["gamma_choice"] = choose_gamma(
             denoiser,
             bundle.log_ratio,

@@ -48,21 +48,20 @@ class Part:
 
         methods = [m for m in cfg.methods if m != "source" or with_source]
         in_ablation = n in (cfg.ablation_n or cfg.n_target)
-        n_runs = [n] if n in cfg.n_target else []
+        in_runs = n in cfg.n_target  # else an ablation-only n: no runs but the seed's source
         self.name = f"s{seed}-n{n}"
         self.cfg = replace(
             cfg,
             seeds=[seed],
             n_target=[n],
-            methods=methods if n_runs else (["source"] if with_source else []),
+            methods=methods if in_runs else (["source"] if with_source else []),
             ablations=list(cfg.ablations) if in_ablation else [],
             ablation_n=[n] if in_ablation else None,
             progress=False,
             plots=False,
         )
-        runs = run_list(self.cfg)
-        self.runs = runs if n_runs else [t for t in runs if t["method"] == "source"]
-        self.ablations = ablation_list(self.cfg) if in_ablation else []
+        self.runs = run_list(self.cfg)
+        self.ablations = ablation_list(self.cfg)
         # rough work units, for launching the longest parts first: a training grows with n
         self.cost = len(self.runs) * (1 + n / 500) + len(self.ablations)
 
@@ -211,12 +210,13 @@ def merge_markov_runs(out_dir: str | os.PathLike, parts: list[str | os.PathLike]
     )
     for key, value in first.items():
         store.data.setdefault(key, value)
-    for p, d in docs:
+    for p, d in docs:  # every part checked before any is merged (merge_from saves)
         if d.get("fingerprint") != store.data["fingerprint"]:
             raise ValueError(
                 f"{p} holds results of other settings (fingerprint {d.get('fingerprint')} != "
                 f"{store.data['fingerprint']})"
             )
+    for p, d in docs:
         store.merge_from(p / "results.json")
         for k in _SHARED_RECORDS:
             if store.data.get(k) is None and d.get(k) is not None:

@@ -363,3 +363,33 @@ def test_local_conv_branch_mixes_only_neighbours_and_round_trips(tmp_path):
     assert torch.equal(back(x), net(x))
     with pytest.raises(ValueError, match="conv_kernel"):
         TransformerConfig(vocab_size=10, seq_len=12, conv_kernel=2)
+
+
+# ---- the bag-of-tokens body (arch="bag") ------------------------------------------------------
+
+
+def test_bag_body_sums_one_weight_per_revealed_token_and_round_trips(tmp_path):
+    from gtlkit.guidance.models import NoisyClassifierRatio, load_wrapper
+    from gtlkit.nn import BagScalarNet
+
+    cfg = _rnn_config()  # V = 4, L = 6, no time input
+    net = build_scalar_net(cfg, "bag")
+    assert type(net) is BagScalarNet and net.num_parameters() == 5
+    x = torch.randint(0, 5, (7, 6))  # mask id 4 included
+    assert torch.equal(net(x), torch.zeros(7))  # zero-initialised: knows nothing
+    perturb_(net)
+    w = net.weight.detach()
+    assert torch.allclose(net(x), w[x].sum(1))
+    # one token changed at one position moves the output by w[new] - w[old], whatever the context
+    y = x.clone()
+    y[:, 2] = 1
+    assert torch.allclose(net(y) - net(x), w[1] - w[x[:, 2]], atol=1e-6)
+    onehot = torch.nn.functional.one_hot(x, 5).float()
+    assert torch.allclose(net(onehot, torch.zeros(7)), net(x), atol=1e-6)
+    wrapper = NoisyClassifierRatio(net)
+    wrapper.save_pretrained(tmp_path / "bag")
+    loaded = load_wrapper(tmp_path / "bag")
+    assert type(loaded.net) is BagScalarNet
+    assert torch.equal(loaded(x, torch.zeros(7)), wrapper(x, torch.zeros(7)))
+    with pytest.raises(ValueError, match="no time input"):
+        build_scalar_net(_rnn_config(time_conditioning=True), "bag")

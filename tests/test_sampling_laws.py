@@ -152,6 +152,28 @@ def test_ancestral_top_k_sampler_matches_its_exact_law(problem):
     assert_matches_law(x, law, "ancestral top-k")
 
 
+def test_planned_top_k_of_the_guided_conditional_matches_its_exact_law(problem):
+    """truncate="guided": every token is scored and the top 2 of the GUIDED conditional
+    remain. That is a different law from cutting the denoiser's top 2 first, and the samples
+    follow it; at k = V both are the exact target."""
+    p, q = problem
+    den, lr = masked_oracles(p, q)
+    kw = dict(log_ratio=lr, top_k=2, gamma=1.5)
+    law = planned_sampler_law(den, V, L, truncate="guided", **kw)
+    assert _tv(law, planned_sampler_law(den, V, L, **kw)) > 0.02
+    full = planned_sampler_law(den, V, L, log_ratio=lr, top_k=V, truncate="guided")
+    assert _tv(full, q.probs) < 1e-12
+    n = 100_000
+    x, _ = sample(
+        den, n, L, V, truncate="guided", generator=torch.Generator().manual_seed(34), **kw
+    )
+    assert_matches_law(x, law, "planned, top-k of the guided conditional")
+    with pytest.raises(ValueError, match="truncate must be one of"):
+        sample(den, 2, L, V, truncate="after")
+    with pytest.raises(ValueError, match="does not use truncate"):
+        sample(den, 2, L, V, sampler="ctmc", truncate="guided")
+
+
 @pytest.mark.parametrize("m", [2, 3])
 def test_many_positions_per_step_match_their_law_within_the_stated_bias_bound(problem, m):
     """Revealing m > 1 positions per step from per-position guided conditionals is biased even

@@ -96,6 +96,12 @@ class EnumeratedDistribution:
         w = -torch.log(u.clamp_min(1e-300))  # Exp(1) draws: Dirichlet(1) after normalising
         return cls(w**sharpness, vocab_size, seq_len)
 
+    @classmethod
+    def iid(cls, unigram: Tensor, seq_len: int) -> EnumeratedDistribution:
+        """Independent tokens, each drawn from ``unigram`` (FloatTensor[V], sums to one)."""
+        u = torch.as_tensor(unigram, dtype=torch.float64)
+        return cls(u[all_sequences(u.numel(), seq_len)].prod(-1), u.numel(), seq_len)
+
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact ``log p(x)``: LongTensor[B, L] -> FloatTensor[B] (float64)."""
         return self.probs.log()[sequence_index(x.cpu(), self.vocab_size)]

@@ -18,7 +18,9 @@ state with ``h = 0`` is harmless (the masked samplers normalise over the candida
 ``with_base=True`` it is an error naming the state, because ``h(z') / h(z)`` is undefined.
 
 * :class:`ExactGuidance` evaluates every candidate sequence (``n * K`` rows, in chunks that
-  bound memory);
+  bound memory), or, for a ``log_ratio`` that is additive over tokens and says so with a
+  ``token_scores`` attribute (:func:`closed_form_scores`; the unigram estimator's bag body),
+  reads every exact score from one pass per sequence;
 * top-k candidates are chosen by the sampler (the ``K`` most likely tokens under the
   denoiser); the estimator is the same;
 * :class:`TaylorGuidance` uses a first-order expansion around the one-hot input: one forward
@@ -42,6 +44,7 @@ __all__ = [
     "GuidanceEstimator",
     "LogRatioFn",
     "TaylorGuidance",
+    "closed_form_scores",
     "describe_state",
     "get_estimator",
     "guided_log_weights",
@@ -97,6 +100,19 @@ def _check_log_ratio_output(out: Tensor, rows: int) -> Tensor:
     return out
 
 
+def closed_form_scores(log_ratio: object) -> Callable[[Tensor, Tensor], Tensor] | None:
+    """``log_ratio``'s exact one-token scores in one pass, or None.
+
+    A ``log_ratio`` whose ``token_scores`` attribute is a callable ``(x_t LongTensor[B, L],
+    t FloatTensor[B]) -> FloatTensor[B, L, V]`` with ``[b, l, v] = log h(x_t with position l
+    set to v) - log h(x_t)`` (a log h that is a sum of per-token terms, where this is exact:
+    :meth:`gtlkit.guidance.models.LogRatioModel.token_scores`) lets exact guidance over every
+    candidate cost one call per sequence instead of one ratio row per candidate.
+    """
+    fn = getattr(log_ratio, "token_scores", None)
+    return fn if callable(fn) else None
+
+
 class GuidanceEstimator:
     """Base class; subclasses implement :meth:`__call__`."""
 
@@ -128,6 +144,13 @@ class ExactGuidance(GuidanceEstimator):
         n, K = candidates.shape
         if n == 0:
             return torch.zeros(0, K, dtype=torch.float64, device=x_t.device), 0
+        closed = closed_form_scores(log_ratio)
+        if closed is not None:  # additive log h: exact differences to the current state
+            uniq, inverse = torch.unique(batch_idx, return_inverse=True)
+            S = closed(x_t[uniq], t[uniq])  # [U, L, V]
+            if not torch.isfinite(S).all():
+                raise FloatingPointError("log_ratio.token_scores returned NaN or infinite scores")
+            return S[inverse, positions].to(torch.float64).gather(1, candidates), uniq.numel()
         flat_b = batch_idx.repeat_interleave(K)  # [n*K]
         flat_pos = positions.repeat_interleave(K)
         flat_v = candidates.reshape(-1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +146,23 @@ class LogRatioModel(nn.Module):
         dev = module_device(self.net)
         out = self.net(onehot.to(dev), _net_time(self.net, t, onehot.shape[0], dev))
         return out + self.offset
+
+    @property
+    def token_scores(self) -> Callable[[Tensor, Tensor | None], Tensor] | None:
+        """Exact one-token score differences in one pass, when the net is additive over
+        tokens (:meth:`gtlkit.nn.BagScalarNet.token_scores`): ``(x_t [B, L], t) -> [B, L, V]``
+        with ``[b, l, v] = log h(x_t with l set to v) - log h(x_t)``; None for other nets.
+        Guidance estimators use it instead of scoring candidate sequences
+        (:func:`gtlkit.guidance.estimators.closed_form_scores`)."""
+        fn = getattr(self.net, "token_scores", None)
+        if fn is None:
+            return None
+
+        def scores(x_t: Tensor, t: Tensor | None = None) -> Tensor:
+            check_token_ids(x_t, self.vocab_size, self.net.config.seq_len)
+            return fn(x_t.to(module_device(self.net))).to(x_t.device)
+
+        return scores
 
     def extra(self) -> dict:
         """Metadata saved beside the weights; :func:`load_wrapper` rebuilds the wrapper from it."""
@@ -313,6 +331,11 @@ class GuidanceBundle:
     def __call__(self, x_t: Tensor, t: Tensor | float | None) -> Tensor:
         return self.log_ratio(x_t, t)
 
+    @property
+    def token_scores(self) -> Callable[[Tensor, Tensor | None], Tensor] | None:
+        """``log_ratio``'s exact one-token scores in one pass, if it has them (else None)."""
+        return getattr(self.log_ratio, "token_scores", None)
+
     def log_ratio_soft(self, onehot: Tensor, t: Tensor | float | None) -> Tensor:
         """Differentiable log h on one-hot rows ``FloatTensor[B, L, V + 1]`` -> ``[B]``.
 
@@ -332,7 +355,12 @@ class GuidanceBundle:
 
     @property
     def estimator(self) -> str:
-        """``"regression"`` (a :class:`RatioNetwork`) or ``"noisy_classifier"``."""
+        """The ``RatioConfig.estimator`` that fitted the bundle (``"regression"``,
+        ``"noisy_classifier"``, ``"unigram"``); for a bundle built by hand, ``"regression"``
+        (a :class:`RatioNetwork`) or ``"noisy_classifier"``."""
+        fitted = self.config.get("ratio_config", {}).get("estimator")
+        if fitted is not None:
+            return str(fitted)
         if isinstance(self.log_ratio, NoisyClassifierRatio):
             return "noisy_classifier"
         return "regression"

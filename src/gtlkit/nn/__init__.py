@@ -4,9 +4,11 @@
 per sequence: classifier logit, log-ratio), ``PositionNet`` (per-position planner scores) and
 ``TokenNet`` (per-position, per-token values: amortised guidance head); ``RecurrentScalarNet``
 (a GRU body with an additive readout, ``arch="recurrent"`` of :func:`build_scalar_net`; the
-transformer with a summed readout is ``arch="transformer_sum"``).
+transformer with a summed readout is ``arch="transformer_sum"``; ``BagScalarNet``, one weight per
+token summed over revealed positions, is ``arch="bag"``).
 """
 
+from gtlkit.nn.bag import BagScalarNet
 from gtlkit.nn.heads import (
     READOUTS,
     SUBS_NEG,
@@ -24,6 +26,7 @@ __all__ = [
     "SCALAR_ARCHS",
     "SUBS_NEG",
     "Backbone",
+    "BagScalarNet",
     "DenoiserNet",
     "GTLNet",
     "PositionNet",

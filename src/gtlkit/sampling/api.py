@@ -63,7 +63,11 @@ def sample(
     denoiser's top ``k`` at a revealed position; CTMC: the ``k`` largest unguided jump rates
     at a position, the current token excluded); every other token has probability (rate)
     zero, and guidance is evaluated on the candidates only. ``k`` at least the number of
-    possible new tokens (``V`` masked, ``V - 1`` CTMC) means no cut. ``temperature`` and
+    possible new tokens (``V`` masked, ``V - 1`` CTMC) means no cut. The masked samplers also
+    take ``truncate="guided"``: guidance scores every token and the cut keeps the ``k`` most
+    likely under the guided conditional (top-k sampling of the guided model, so guidance can
+    promote a token outside the denoiser's top ``k``; ``V`` candidates per position, free for a
+    log h with closed-form token scores such as ``RatioConfig(estimator="unigram")``). ``temperature`` and
     ``top_p`` (masked samplers only) reshape the denoiser's distribution before guidance.
 
     Any option the chosen sampler does not use raises ``ValueError`` instead of being ignored.

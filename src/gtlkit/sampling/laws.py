@@ -53,19 +53,26 @@ def _neighbour_log_ratio(log_ratio: LogRatio, states: Tensor, t: Tensor, V: int)
     return log_ratio(y.reshape(-1, L), tt).to(f64).view(S, L, V)
 
 
-def _masked_conditionals(denoiser, log_ratio, states, t, V, gamma, top_k):
+def _masked_conditionals(denoiser, log_ratio, states, t, V, gamma, top_k, truncate="denoiser"):
     """Guided token probabilities ``[S, L, V]`` at every position of every partial state.
 
-    Zero at revealed positions; ``dead`` BoolTensor[S, L] marks masked positions where no
-    candidate has positive mass (the sampler raises there).
+    ``top_k`` cuts the denoiser's (``truncate="denoiser"``) or the guided (``"guided"``)
+    distribution. Zero at revealed positions; ``dead`` BoolTensor[S, L] marks masked positions
+    where no candidate has positive mass (the sampler raises there).
     """
-    logp = torch.log_softmax(denoiser(states, t.float()).to(f64), -1)  # [S, L, V]
-    logits = logp
-    if top_k is not None and top_k < V:
-        kth = logp.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logp < kth, -math.inf)
+
+    def cut(x: Tensor) -> Tensor:
+        if top_k is None or top_k >= V:
+            return x
+        return x.masked_fill(x < x.topk(top_k, dim=-1).values[..., -1:], -math.inf)
+
+    logits = torch.log_softmax(denoiser(states, t.float()).to(f64), -1)  # [S, L, V]
+    if truncate == "denoiser":
+        logits = cut(logits)
     if log_ratio is not None:
         logits = logits + _weights(gamma, t, _neighbour_log_ratio(log_ratio, states, t, V))
+    if truncate == "guided":
+        logits = cut(logits)
     masked = states == V  # [S, L]
     dead = masked & torch.isneginf(logits).all(-1)
     live = masked & ~dead
@@ -102,6 +109,7 @@ def planned_sampler_law(
     log_ratio: LogRatio | None = None,
     gamma: float | Callable = 1.0,
     top_k: int | None = None,
+    truncate: str = "denoiser",
     positions_per_step: int = 1,
     planner: str | Callable = "random",
     schedule: Schedule | str = "loglinear",
@@ -118,7 +126,7 @@ def planned_sampler_law(
     masked = states == V
     n_masked = masked.sum(1)
     t = schedule.t_from_alpha(1.0 - n_masked.to(f64) / L).to(f64)  # as the sampler computes it
-    G, dead = _masked_conditionals(denoiser, log_ratio, states, t, V, gamma, top_k)
+    G, dead = _masked_conditionals(denoiser, log_ratio, states, t, V, gamma, top_k, truncate)
     if planner == "random":
         chosen = None
     else:

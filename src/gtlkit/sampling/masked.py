@@ -16,8 +16,11 @@
 
 Both take any callable ``denoiser(x_t [B, L], t [B]) -> logits [B, L, V]`` and optional
 ``log_ratio(x_t [B, L], t [B]) -> [B]``; the mask id is ``V``. ``top_k`` keeps the ``k`` most
-likely tokens under the denoiser as the only candidates (the others get probability zero).
-The guided conditional is normalised over the candidates, so ``log h(z)`` itself is never
+likely tokens under the denoiser as the only candidates (the others get probability zero);
+with ``truncate="guided"`` every token is scored and the cut keeps the ``k`` most likely
+under the guided conditional instead (top-k sampling of the guided model; it scores ``V``
+candidates per position, which costs nothing for a log h with closed-form token scores,
+:func:`gtlkit.guidance.estimators.closed_form_scores`). The guided conditional is normalised over the candidates, so ``log h(z)`` itself is never
 needed: a candidate with ``h = 0`` gets zero mass at every ``gamma > 0``, a current state with
 ``h = 0`` is harmless, and a position whose every candidate has ``h = 0`` raises, naming the
 state. The exact laws of both samplers are computed in :mod:`gtlkit.sampling.laws`.
@@ -49,6 +52,15 @@ from .planners import Planner, get_planner, select_positions
 __all__ = ["ancestral_sample", "planned_sample"]
 
 
+TRUNCATE = ("denoiser", "guided")
+"""Which distribution ``top_k`` cuts in the masked samplers (see the module docstring)."""
+
+
+def check_truncate(truncate: str) -> None:
+    if truncate not in TRUNCATE:
+        raise ValueError(f"truncate must be one of {TRUNCATE}, got {truncate!r}")
+
+
 def _guided_token(
     logp_pos: Tensor,
     x: Tensor,
@@ -64,19 +76,23 @@ def _guided_token(
     top_p: float | None,
     generator,
     stats: SampleStats,
+    truncate: str = "denoiser",
 ) -> Tensor:
     """Draw one token for each (sequence, position) query.
 
     ``logp_pos`` FloatTensor[n, V]: denoiser log-probabilities at the queried positions.
-    Candidates are all ``V`` tokens or the ``top_k`` most likely (the others get probability
-    zero); with a ``log_ratio`` the candidate logits get ``+ gamma * (log h(z[l <- v]) - c)``
+    Candidates are all ``V`` tokens or the ``top_k`` most likely under the denoiser
+    (``truncate="denoiser"``; the others get probability zero); with ``truncate="guided"``
+    every token is a candidate and the ``top_k`` most likely under the GUIDED logits remain.
+    With a ``log_ratio`` the candidate logits get ``+ gamma * (log h(z[l <- v]) - c)``
     for a per-query constant ``c`` and are normalised over the candidates, so a base state with
     ``h = 0`` is harmless and a candidate with ``h = 0`` gets zero mass. A query left with no
     candidate of positive mass is an error naming the state. Returns LongTensor[n].
     """
     n, V = logp_pos.shape
     logits = logp_pos / temperature if temperature != 1.0 else logp_pos
-    if top_k is not None and top_k < V:
+    cut_before = top_k is not None and top_k < V and truncate == "denoiser"
+    if cut_before:
         cand_logits, cand = logits.topk(top_k, dim=-1)  # [n, k]
     else:
         cand = torch.arange(V, device=x.device).expand(n, V)
@@ -102,7 +118,8 @@ def _guided_token(
         raise ValueError(
             f"cannot reveal position {pos} of {describe_state(x[b], V)} (sequence {b}): {why}"
         )
-    choice = sample_categorical(cand_logits, generator, top_p=top_p)  # [n]
+    cut_after = top_k if truncate == "guided" and top_k is not None and top_k < V else None
+    choice = sample_categorical(cand_logits, generator, top_k=cut_after, top_p=top_p)  # [n]
     return cand.gather(1, choice[:, None]).squeeze(1)
 
 
@@ -116,6 +133,7 @@ def planned_sample(
     gamma: float | Callable = 1.0,
     guidance: str | GuidanceEstimator = "exact",
     top_k: int | None = None,
+    truncate: str = "denoiser",
     planner: str | Planner = "random",
     positions_per_step: int = 1,
     schedule: Schedule | str = "loglinear",
@@ -137,6 +155,7 @@ def planned_sample(
     ``callback(step, x)`` sees the state after every step.
     """
     check_common(num_samples, seq_len, vocab_size, batch_size)
+    check_truncate(truncate)
     device = torch.device(device) if device is not None else module_device(x_init)
     schedule = schedule if isinstance(schedule, Schedule) else make_schedule(schedule)
     plan = get_planner(planner)
@@ -172,6 +191,7 @@ def planned_sample(
                 gamma=gamma,
                 estimator=estimator,
                 top_k=top_k,
+                truncate=truncate,
                 temperature=temperature,
                 top_p=top_p,
                 generator=generator,
@@ -199,6 +219,7 @@ def ancestral_sample(
     gamma: float | Callable = 1.0,
     guidance: str | GuidanceEstimator = "exact",
     top_k: int | None = None,
+    truncate: str = "denoiser",
     schedule: Schedule | str = "loglinear",
     temperature: float = 1.0,
     top_p: float | None = None,
@@ -223,6 +244,7 @@ def ancestral_sample(
     same distribution). Returns samples LongTensor[N, L] and :class:`SampleStats`.
     """
     check_common(num_samples, seq_len, vocab_size, batch_size)
+    check_truncate(truncate)
     steps = seq_len if steps is None else steps
     device = torch.device(device) if device is not None else module_device(x_init)
     schedule = schedule if isinstance(schedule, Schedule) else make_schedule(schedule)
@@ -263,6 +285,7 @@ def ancestral_sample(
                 gamma=gamma,
                 estimator=estimator,
                 top_k=top_k,
+                truncate=truncate,
                 temperature=temperature,
                 top_p=top_p,
                 generator=generator,

@@ -59,7 +59,9 @@ def _run_ctmc(denoiser, num_samples, seq_len, vocab_size, *, process: Process, *
     return ctmc_sample(denoiser, process, num_samples, seq_len, **options)
 
 
-_MASKED = frozenset({"top_k", "temperature", "top_p", "x_init", "chunk_size", "callback"})
+_MASKED = frozenset(
+    {"top_k", "truncate", "temperature", "top_p", "x_init", "chunk_size", "callback"}
+)
 
 SAMPLERS: dict[str, SamplerSpec] = {}
 

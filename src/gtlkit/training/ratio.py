@@ -10,6 +10,8 @@ section 4).
 * ``estimator="regression"``: a clean domain classifier, then a ratio network regressed on its
   log-ratios over noised source rows (plus a noisy classifier for the cycle term when
   ``cycle_weight > 0``).
+* ``estimator="unigram"``: no training loop: smoothed token frequencies of both domains in a
+  bag-of-tokens body (:mod:`gtlkit.training.ratio_unigram`; masked diffusion).
 
 Every bundle carries ``metrics["heldout"]``, the held-out balanced log-loss of ``log h``
 (:func:`gtlkit.metrics.noisy_log_loss`): the criterion to select settings by.
@@ -56,6 +58,7 @@ from gtlkit.training.ratio_stages import (
     train_noisy_classifier,
     train_ratio_net,
 )
+from gtlkit.training.ratio_unigram import fit_unigram_ratio
 
 __all__ = [
     "RatioConfig",
@@ -169,6 +172,14 @@ def fit_ratio(
     if denoiser_params is not None and cfg.max_param_fraction is not None:
         max_params = int(cfg.max_param_fraction * denoiser_params)
     time_conditioning = resolve_time_conditioning(cfg.time_conditioning, process)
+    unigram = cfg.estimator == "unigram"
+    if unigram:  # the bag body: V + 1 weights, whatever the size settings say
+        cfg = dataclasses.replace(cfg, arch="bag")
+        if not isinstance(process, MaskedProcess):
+            raise ValueError(
+                "estimator='unigram' is for masked diffusion (MaskedProcess): under "
+                f"{type(process).__name__} h_t depends on t and does not factor over tokens"
+            )
     net_cfg = make_net_config(cfg, V, L, time_conditioning, max_params)
     src_tr, tgt_tr, vs, vt, on = _rows(source, target, val_source, val_target, cfg, V)
     val = (vs, vt) if on == "held_out" else None
@@ -191,7 +202,7 @@ def fit_ratio(
     if denoiser_params:
         metrics["param_fraction"] = metrics["net_params"] / denoiser_params
     regression = cfg.estimator == "regression"
-    use_noisy = not regression or cfg.cycle_weight > 0
+    use_noisy = not unigram and (not regression or cfg.cycle_weight > 0)
     n_stages = 1 + regression + (regression and use_noisy)
     stage = 0
     rows = f"{len(src_tr)} source, {len(tgt_tr)} target rows"
@@ -214,7 +225,13 @@ def fit_ratio(
             src_tr, tgt_tr, process, net_cfg, cfg, val, out_dir
         )
     log_ratio: LogRatioModel
-    if regression:
+    if unigram:
+        stage += 1
+        _say(cfg, f"stage {stage}/{n_stages}: unigram ratio (closed form)")
+        log_ratio, metrics["unigram"] = fit_unigram_ratio(
+            src_tr, tgt_tr, process, net_cfg, repeats=cfg.heldout_repeats, seed=cfg.seed
+        )
+    elif regression:
         stage += 1
         _say(cfg, f"stage {stage}/{n_stages}: ratio network ({cfg.space} space)")
         log_ratio, metrics["ratio"] = train_ratio_net(
@@ -238,7 +255,7 @@ def fit_ratio(
         log_ratio, process, vs, vt, repeats=cfg.heldout_repeats, seed=HELDOUT_SEED
     )
     metrics["heldout"] = {"log_loss": loss, **n, "repeats": cfg.heldout_repeats}
-    if regression:
+    if noisy is None:
         calib = noisy_classifier_metrics(log_ratio, process, vs, vt, seed=HELDOUT_SEED + 1)
     else:  # the noisy classifier's own report, on the same rows
         calib = {k: v for k, v in metrics["noisy_classifier"]["calibration"].items()}

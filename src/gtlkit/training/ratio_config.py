@@ -19,7 +19,7 @@ __all__ = [
     "resolve_time_conditioning",
 ]
 
-ESTIMATORS = ("regression", "noisy_classifier")
+ESTIMATORS = ("regression", "noisy_classifier", "unigram")
 BALANCES = ("batch", "weighted", "frequency")
 
 
@@ -48,7 +48,10 @@ class RatioConfig(ConfigBase):
 
     Method: ``estimator`` (``"noisy_classifier"``: a classifier of noised source vs noised
     target rows whose logit is ``log h_t``, one stage; ``"regression"``: a clean classifier,
-    then a ratio net regressed on its log-ratios, docs/method.md section 4), ``space`` of the
+    then a ratio net regressed on its log-ratios, docs/method.md section 4; ``"unigram"``:
+    smoothed token frequencies of both domains in closed form, stored in a bag-of-tokens body,
+    masked diffusion only; it ignores ``arch``, the sizes and every training setting,
+    :mod:`gtlkit.training.ratio_unigram`), ``space`` of the
     regression (``"ratio"``, ``"poisson"``, ``"log"``; :mod:`gtlkit.losses.ratio`),
     ``cycle_weight`` of the regression's target cycle term (it trains a noisy classifier too;
     0 turns both off), ``balance`` of the clean classifier (``"batch"``: every batch has as many

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from gtlkit.experiments.common.splits import Split
+from gtlkit.guidance.estimators import closed_form_scores
 
 __all__ = [
     "GAMMA_RULES",
@@ -163,16 +164,19 @@ class GuidedDenoiser(nn.Module):
             else:
                 cand = logits[b, pos].topk(self.top_k, dim=-1).indices  # [M, k]
             K = cand.shape[1]
-            rows = z[b].repeat_interleave(K, 0)  # [M * K, L]
-            rows[torch.arange(len(rows), device=z.device), pos.repeat_interleave(K)] = cand.reshape(
-                -1
-            )
-            tt = t[b].repeat_interleave(K)
-            parts = [
-                self.log_ratio(rows[i : i + self.chunk], tt[i : i + self.chunk]).float()
-                for i in range(0, len(rows), self.chunk)
-            ]
-            s = torch.cat(parts).view(-1, K) if parts else torch.zeros(0, K)
+            closed = closed_form_scores(self.log_ratio)
+            if closed is not None:  # an additive log h: every score from one pass
+                s = closed(z, t)[b, pos].gather(1, cand).float()  # [M, K]
+            else:
+                rows = z[b].repeat_interleave(K, 0)  # [M * K, L]
+                at = torch.arange(len(rows), device=z.device)
+                rows[at, pos.repeat_interleave(K)] = cand.reshape(-1)
+                tt = t[b].repeat_interleave(K)
+                parts = [
+                    self.log_ratio(rows[i : i + self.chunk], tt[i : i + self.chunk]).float()
+                    for i in range(0, len(rows), self.chunk)
+                ]
+                s = torch.cat(parts).view(-1, K) if parts else torch.zeros(0, K)
             s = s - s.mean(1, keepdim=True)
             self._cache[key] = (logits, masked, s, None if self.top_k is None else cand)
         return self._cache[key]

@@ -159,9 +159,9 @@ def test_quick_run_end_to_end_resumes_and_refuses_other_settings(tmp_path, text_
         if e["method"] == "gtl" and e["gamma"] > 0:
             assert e["ratio_rows_per_sample"] > 0
             assert e["trained_params"] <= 0.5 * results["source_models"]["main"]["params"]
-        if e["method"] == "gtl":  # the ratio network was early-stopped on the held-out rows
-            stop = e["ratio"]["early_stopping"]
-            assert stop["best_step"] <= stop["steps_run"] <= 30 and stop["n_eval_target"] > 0
+        if e["method"] == "gtl":  # the default estimator: closed form, nothing early-stopped
+            assert e["ratio"]["estimator"] == "unigram" and e["ratio"]["unigram"]["beta"] > 0
+            assert e["ratio"]["early_stopping"] is None and e["ratio"]["params"] == 301
         if e["method"] in ("source", "target_only", "finetuned"):
             assert e["ratio_rows_per_sample"] == 0
     for name in (
@@ -212,7 +212,11 @@ def test_pieces_run_apart_merge_into_one_study(tmp_path, text_dir):
     from gtlkit.experiments.text.pipeline import run_text_experiment
 
     small = {"data_dir": str(text_dir), "budgets": [1.0], "overlaps": [0.0], "sweep_gammas": []}
-    a = run_text_experiment(quick_config(**small, methods=["source", "gtl"]), tmp_path / "a")
+    a_cfg = quick_config(**small, methods=["source", "gtl"], ratio_estimator="noisy_classifier")
+    a = run_text_experiment(a_cfg, tmp_path / "a")
+    # the noisy classifier was early-stopped on the held-out rows
+    stop = next(e for e in a["runs"] if e["method"] == "gtl")["ratio"]["early_stopping"]
+    assert stop["best_step"] <= stop["steps_run"] <= 30 and stop["n_eval_target"] > 0
     b = run_text_experiment(quick_config(**small, methods=["target_only"]), tmp_path / "b")
     args = ["experiment", "text", "--out", str(tmp_path / "all")]
     result = CliRunner().invoke(

@@ -332,6 +332,7 @@ def fit_gtl_ratio(
         "params": m.get("net_params"),
         "fit_ratio_heldout": m.get("heldout"),
         "early_stopping": (m.get("noisy_classifier") or {}).get("early_stopping"),
+        "unigram": m.get("unigram"),
         "fit_ratio_overlap": m.get("overlap"),
         "fit_warning": m.get("fit_warning"),
         "criterion": criterion,

@@ -23,6 +23,7 @@ def timed_sample(
     *,
     gamma: float = 1.0,
     top_k: int | None = None,
+    truncate: str = "denoiser",
     planner: str = "random",
     positions_per_step: int | None = None,
     batch_size: int = 1024,
@@ -32,7 +33,8 @@ def timed_sample(
     """``num_samples`` sequences ``LongTensor[N, L]`` and the seconds they took.
 
     Unguided when ``log_ratio`` is None or ``gamma == 0``; otherwise guided by
-    ``gamma * log h`` over ``top_k`` candidates (None: all) at the ``planner``'s positions,
+    ``gamma * log h`` over ``top_k`` candidates (None: all; ``truncate="guided"``: the top
+    ``k`` of the guided conditional) at the ``planner``'s positions,
     ``positions_per_step`` at a time (None: one), ``batch_size`` sequences at once, with the
     ``guidance`` estimator (``exact``, ``taylor``, or ``amortised`` for a score head). The
     sampler's generator is seeded from ``seed_parts``. ``stats_out``, if given, receives the
@@ -50,6 +52,7 @@ def timed_sample(
             log_ratio=log_ratio if gamma != 0 else None,
             gamma=gamma,
             top_k=top_k,
+            truncate=truncate,
             planner=planner,
             generator=generator(*seed_parts, 31),
             batch_size=batch_size,

@@ -44,6 +44,8 @@ RUN_SELECTION = ("budgets", "overlaps", "seeds", "methods", "sweep_gammas", "pro
 # fields that act only on GTL's entries (its ratio network, gamma, the sweep's small source
 # models): the unguided source and the baselines do not depend on them
 GTL_ONLY = (
+    "ratio_estimator",
+    "truncate",
     "ratio_arch",
     "ratio_d_model",
     "ratio_layers",
@@ -125,6 +127,18 @@ class TextExperimentConfig(ConfigBase):
         ),
     )
     # GTL
+    ratio_estimator: str = setting(
+        "unigram",
+        "GTL's estimator of log h: unigram (smoothed token frequencies in closed form, its "
+        "settings cross-validated on the training rows) or noisy_classifier (the ratio network "
+        "below, learning rate chosen from ratio_lrs by held-out log-loss).",
+    )
+    truncate: str = setting(
+        "guided",
+        "What GTL's top-k cut keeps: guided (the top k of the guided conditional; every token "
+        "is scored) or denoiser (the denoiser's top k, the only tokens guidance scores). "
+        "Unguided methods are the same either way.",
+    )
     ratio_arch: str = setting("transformer_sum", "Ratio network body (gtlkit.nn.SCALAR_ARCHS).")
     ratio_d_model: int = setting(64, "Ratio network width.")
     ratio_layers: int = setting(2, "Ratio network layers.")
@@ -181,6 +195,12 @@ class TextExperimentConfig(ConfigBase):
         bad = set(self.methods) - set(METHODS)
         if bad:
             raise ValueError(f"unknown methods {sorted(bad)}; choose from {METHODS}")
+        if self.ratio_estimator not in ("unigram", "noisy_classifier"):
+            raise ValueError(
+                f"ratio_estimator must be unigram or noisy_classifier, got {self.ratio_estimator!r}"
+            )
+        if self.truncate not in ("guided", "denoiser"):
+            raise ValueError(f"truncate must be guided or denoiser, got {self.truncate!r}")
         if self.features not in ("minilm", "hashed"):
             raise ValueError(f"features must be minilm or hashed, got {self.features!r}")
         if self.ppl_model not in ("smollm2", "none"):

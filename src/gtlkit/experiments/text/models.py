@@ -184,7 +184,9 @@ def fit_text_ratio(
     seed: int,
     bundle_dir: Path,
 ) -> tuple[Any, dict]:
-    """``fit_ratio`` at each candidate learning rate; keep the lowest held-out log-loss.
+    """``fit_ratio`` with ``cfg.ratio_estimator``: the unigram estimator once (its settings are
+    cross-validated on the training rows), the noisy classifier at each candidate learning
+    rate, keeping the lowest held-out log-loss.
 
     The chosen bundle is saved in ``bundle_dir`` with its record (``info.json``) and reloaded
     from there on a rerun. Returns ``(bundle, record)``.
@@ -199,8 +201,10 @@ def fit_text_ratio(
         return GuidanceBundle.load(bundle_dir / "bundle"), read_json(info_path)
     process = MaskedProcess(vocab_size)
     best, best_info, tried = None, None, []
-    for lr in cfg.ratio_lrs:
+    unigram = cfg.ratio_estimator == "unigram"
+    for lr in cfg.ratio_lrs[:1] if unigram else cfg.ratio_lrs:
         rcfg = RatioConfig(
+            estimator=cfg.ratio_estimator,
             arch=cfg.ratio_arch,
             d_model=cfg.ratio_d_model,
             n_layers=cfg.ratio_layers,
@@ -219,7 +223,13 @@ def fit_text_ratio(
             source, target, process, rcfg, criterion_seed=seed, denoiser_params=denoiser_params
         )
         crit = info["criterion"]["log_loss"]
-        tried.append({"lr": lr, "log_loss": crit, "train_seconds": info["train_seconds"]})
+        tried.append(
+            {
+                "lr": None if unigram else lr,
+                "log_loss": crit,
+                "train_seconds": info["train_seconds"],
+            }
+        )
         if best_info is None or crit < best_info["criterion"]["log_loss"]:
             best, best_info = bundle, info
     assert best is not None and best_info is not None

@@ -135,6 +135,7 @@ class TextRunner:
             log_ratio,
             gamma=gamma if log_ratio is not None else 0.0,
             top_k=c.top_k,
+            truncate=c.truncate,
             planner=c.planner,
             positions_per_step=positions_per_step or c.positions_per_step,
             batch_size=c.sample_batch,
@@ -158,7 +159,7 @@ class TextRunner:
             eval_rows=c.gamma_eval_rows,
             seed=seed,
             max_gamma=c.max_gamma,
-            top_k=c.top_k,
+            top_k=c.top_k if c.truncate == "denoiser" else None,  # the guided model's NELBO
             chunk=2048,
             batch_size=16,
         )

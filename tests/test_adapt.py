@@ -50,6 +50,10 @@ def run_dir(tiny):
 def test_adapt_writes_a_complete_run_and_a_rerun_changes_nothing(tiny, run_dir):
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["complete"] and meta["model"]["vocab_size"] == 300
+    # the default estimator, and the top-k cut after guidance that it makes free
+    assert meta["defaults"]["truncate"] == "guided"
+    bundle = json.loads((run_dir / "ratio" / "bundle" / "bundle.json").read_text())
+    assert bundle["estimator"] == "unigram" and bundle["metrics"]["net_params"] == 301
     report = json.loads((run_dir / "report.json").read_text())
     assert report["source"]["source"] == "model samples"
     assert report["rows"]["target_heldout_rows"] >= 1
@@ -278,12 +282,14 @@ def test_adapt_across_two_processes_writes_one_complete_run(tiny, tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "gtlkit.cli", "adapt", "--target", str(tiny["data"] / "target_train.txt"),
         "--model", str(tiny["model"]), "--out", str(out), *TINY, "--source-samples", "100",
+        "--estimator", "noisy_classifier",  # the ratio network, trained data-parallel
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["complete"]
     report = json.loads((out / "report.json").read_text())
     assert report["processes"] == 2 and report["source"]["sampled_rows"] == 100
+    assert json.loads((out / "run.json").read_text())["defaults"]["truncate"] == "denoiser"
     # the same source rows as one process draws (seeded chunks, whichever process samples them)
     from gtlkit.hub import load_text_model
     from gtlkit.pipelines.model_samples import unguided_rows

@@ -65,6 +65,10 @@ def sample(
         float | None, typer.Option(help="Guidance strength (0: unguided; default: the run's).")
     ] = None,
     top_k: Annotated[int | None, typer.Option(help="Candidates per position.")] = None,
+    truncate: Annotated[
+        str | None,
+        typer.Option(help="What the top-k cut keeps: guided or denoiser (default: the run's)."),
+    ] = None,
     planner: Annotated[
         str | None, typer.Option(help="random, confidence, margin or entropy.")
     ] = None,
@@ -96,6 +100,7 @@ def sample(
                 num_samples,
                 gamma=gamma,
                 top_k=top_k,
+                truncate=truncate,
                 planner=planner,
                 sampler=sampler,
                 positions_per_step=positions_per_step,

@@ -66,6 +66,11 @@ class AdaptConfig(ConfigBase):
     source_samples: int = setting(256, "Unguided model samples used as source rows (no --source).")
     val_fraction: float = setting(0.1, "Share of documents (and source rows) held out.")
     min_chars: int = setting(1, "Documents shorter than this many characters are skipped.")
+    estimator: str = setting(
+        "unigram",
+        "How log h is learned: unigram (smoothed token frequencies in closed form: seconds, "
+        "guidance at unguided cost) or noisy_classifier (the ratio network below).",
+    )
     arch: str = setting("transformer_sum", "Ratio network body (gtlkit.nn.SCALAR_ARCHS).")
     d_model: int = setting(64, "Ratio network width.")
     n_layers: int = setting(2, "Ratio network layers.")
@@ -93,6 +98,12 @@ class AdaptConfig(ConfigBase):
     gamma_features: str = setting("minilm", "--gamma-by mauve: minilm or hashed features.")
     gamma_eval_rows: int = setting(64, "Noised held-out rows of the gamma criterion.")
     top_k: int = setting(32, "Candidate tokens per revealed position (sampler default).")
+    truncate: str | None = setting(
+        None,
+        "What the top-k cut keeps (sampler default): guided (the top k of the guided "
+        "conditional; every token is scored) or denoiser (the model's top k, the only tokens "
+        "guidance scores); default: guided for the unigram estimator, denoiser otherwise.",
+    )
     planner: str = setting(
         "random", "Planner (sampler default): random, confidence, margin, entropy."
     )
@@ -113,6 +124,12 @@ class AdaptConfig(ConfigBase):
             raise ValueError(f"gamma_by must be nelbo or mauve, got {self.gamma_by!r}")
         if not all(0.0 <= g <= 100.0 for g in self.gamma_candidates()) or self.gamma_samples < 2:
             raise ValueError("gamma_grid values must lie in [0, 100] and gamma_samples >= 2")
+        if self.estimator not in ("unigram", "noisy_classifier"):
+            raise ValueError(
+                f"estimator must be unigram or noisy_classifier, got {self.estimator!r}"
+            )
+        if self.truncate not in (None, "guided", "denoiser"):
+            raise ValueError(f"truncate must be guided or denoiser, got {self.truncate!r}")
         if self.positions_per_step < 1 or self.preview < 0:
             raise ValueError("positions_per_step must be >= 1 and preview >= 0")
 
@@ -123,6 +140,13 @@ class AdaptConfig(ConfigBase):
         except ValueError as e:
             raise ValueError(f"gamma_grid must be numbers separated by commas: {e}") from e
 
+    def resolved_truncate(self) -> str:
+        """``truncate``, or its default for the estimator (the unigram estimator scores every
+        token in one pass, a ratio network would need one row per token)."""
+        if self.truncate is not None:
+            return self.truncate
+        return "guided" if self.estimator == "unigram" else "denoiser"
+
     def run_meta(self, vocab_size: int, seq_len: int, gamma: float) -> dict:
         """The ``model`` / ``defaults`` part of ``run.json`` an :class:`AdaptedRun` reads."""
         return {
@@ -130,6 +154,7 @@ class AdaptConfig(ConfigBase):
             "defaults": {
                 "gamma": gamma,
                 "top_k": self.top_k,
+                "truncate": self.resolved_truncate(),
                 "planner": self.planner,
                 "positions_per_step": self.positions_per_step,
             },
@@ -296,6 +321,7 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
         bundle = GuidanceBundle.load(bundle_dir)
     else:
         rcfg = RatioConfig(
+            estimator=cfg.estimator,
             arch=cfg.arch,
             d_model=cfg.d_model,
             n_layers=cfg.n_layers,
@@ -383,7 +409,8 @@ def run_adapt(cfg: AdaptConfig, out_dir: str | os.PathLike, console: Any = None)
 def _gamma(cfg: AdaptConfig, model, tok, bundle, process, heldout, out: Path, L: int) -> dict:
     """The run's default gamma: fixed, or chosen on held-out rows (cached in gamma.json).
 
-    ``--gamma-by nelbo``: the guided held-out NELBO over the top-k candidates; ``mauve``:
+    ``--gamma-by nelbo``: the guided held-out NELBO over the top-k candidates (over every
+    token when the top-k cut comes after guidance, ``truncate="guided"``); ``mauve``:
     that choice, 0 and ``--gamma-grid`` compared by the MAUVE of their samples against the
     held-out rows (:func:`gtlkit.pipelines.gamma_select.mauve_gamma`).
     """
@@ -393,6 +420,7 @@ def _gamma(cfg: AdaptConfig, model, tok, bundle, process, heldout, out: Path, L:
     path = out / "gamma.json"
     if path.is_file():
         return read_json(path)
+    guided_cut = cfg.resolved_truncate() == "guided"
     if cfg.gamma is not None:
         info = {"gamma": cfg.gamma, "chosen_by": "--gamma"}
     else:
@@ -404,11 +432,12 @@ def _gamma(cfg: AdaptConfig, model, tok, bundle, process, heldout, out: Path, L:
             eval_rows=cfg.gamma_eval_rows,
             seed=cfg.seed,
             max_gamma=cfg.max_gamma,
-            top_k=cfg.top_k,
+            top_k=None if guided_cut else cfg.top_k,
             chunk=2048,
             batch_size=16,
         )
-        info["chosen_by"] = "guided held-out NELBO over the top-k candidates"
+        over = "every token" if guided_cut else "the top-k candidates"
+        info["chosen_by"] = f"guided held-out NELBO over {over}"
         if cfg.gamma_by == "mauve":
             from gtlkit.pipelines.gamma_select import mauve_gamma
             from gtlkit.pipelines.generate import AdaptedRun

@@ -69,6 +69,7 @@ class AdaptedRun:
         *,
         gamma: float | None = None,
         top_k: int | None = None,
+        truncate: str | None = None,
         planner: str | None = None,
         sampler: str = "planned",
         positions_per_step: int | None = None,
@@ -81,7 +82,9 @@ class AdaptedRun:
         """``(samples LongTensor[N, L], stats)``; options default to the run's.
 
         ``prefix`` text is kept fixed at the start; ``fixed`` maps positions to token ids kept
-        fixed anywhere (infilling). ``gamma = 0`` samples the unguided model. ``guidance``:
+        fixed anywhere (infilling). ``gamma = 0`` samples the unguided model. ``truncate``:
+        what the top-k cut keeps, ``"guided"`` or ``"denoiser"`` (:func:`gtlkit.sample`).
+        ``guidance``:
         ``"exact"`` (score the top-k candidates with the ratio network), ``"taylor"`` (first
         order, one forward and backward pass) or ``"amortised"`` (the run's score head, one
         pass; needs ``gtl adapt --amortise``).
@@ -105,7 +108,9 @@ class AdaptedRun:
                     f"fixed token {tid} at position {pos} is outside [0, {L}) x [0, {V})"
                 )
             keep[int(pos)] = int(tid)
-        options: dict[str, Any] = {"top_k": top_k}
+        # runs written before the option existed cut the denoiser's top k
+        truncate = truncate or d.get("truncate", "denoiser")
+        options: dict[str, Any] = {"top_k": top_k, "truncate": truncate}
         if sampler == "planned":
             options["planner"] = planner or d["planner"]
             options["positions_per_step"] = positions_per_step or d["positions_per_step"]
@@ -151,7 +156,8 @@ class AdaptedRun:
             for k in (*_COUNTERS, "seconds"):  # totals over the processes
                 setattr(stats, k, sum(st[k] for _, st in gathered))
         x = torch.cat([parts[c] for c in range(len(sizes))])
-        return x, {**stats.as_dict(), "gamma": gamma, "top_k": top_k, "sampler": sampler}
+        info = {"gamma": gamma, "top_k": top_k, "truncate": truncate, "sampler": sampler}
+        return x, {**stats.as_dict(), **info}
 
     def records(self, x: Tensor) -> list[dict]:
         """One dict per sample: ``text``, ``tokens`` and ``domain_score``."""

@@ -25,11 +25,11 @@ def test_expected_rows_formulas():
     assert _expected_rows("naive", 4, 10, 1) == 10 * (4 + 3 + 2 + 1)
 
 
-def test_amortised_costs_one_head_row_per_step_and_memory_is_recorded():
+def test_amortised_and_unigram_cost_one_row_per_step_and_memory_is_recorded():
     rows = run_sampler_bench(
         lengths=(8,),
         vocabs=(16,),
-        methods=("unguided", "amortised"),
+        methods=("unguided", "amortised", "unigram"),
         batch=2,
         budget_s=5.0,
         d_den=16,
@@ -38,6 +38,8 @@ def test_amortised_costs_one_head_row_per_step_and_memory_is_recorded():
     )
     by = {r.method: r for r in rows}
     assert by["amortised"].ratio_rows_per_sample == 8  # one head pass per reveal step
+    assert by["unigram"].ratio_rows_per_sample == 8  # one closed-form score row per step
+    assert not by["unigram"].extrapolated
     assert all(r.peak_mem_mb is not None and r.peak_mem_mb >= 0 for r in rows)
     assert "peak MB" in to_markdown(rows)
 

@@ -319,7 +319,7 @@ def test_closed_form_scores_equal_the_scores_of_candidate_rows():
         if not with_base:  # any per-query constant may differ
             fast, slow = fast - fast[:, :1], slow - slow[:, :1]
         torch.testing.assert_close(fast, slow)
-        assert rows_fast == 2 and rows_slow == 4 * 3 + 2
+        assert rows_fast == 4 and rows_slow == 4 * 3 + 2  # one call per query
 
 
 def test_bag_guided_sampling_of_unigram_domains_samples_the_target():
@@ -336,4 +336,4 @@ def test_bag_guided_sampling_of_unigram_domains_samples_the_target():
     n = 100_000
     x, stats = sample(den, n, L, V, log_ratio=lr, generator=torch.Generator().manual_seed(3))
     assert_matches_law(x, q.probs, "bag guidance, closed-form scores")
-    assert stats.ratio_rows == n * L  # one pass per sequence and step, not one per candidate
+    assert stats.ratio_rows == n * L  # one score row per revealed position, not per candidate

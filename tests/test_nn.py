@@ -384,6 +384,8 @@ def test_bag_body_sums_one_weight_per_revealed_token_and_round_trips(tmp_path):
     y = x.clone()
     y[:, 2] = 1
     assert torch.allclose(net(y) - net(x), w[1] - w[x[:, 2]], atol=1e-6)
+    scores = net.token_scores(x, torch.full((7,), 2))  # every token at position 2, at once
+    assert scores.shape == (7, 4) and torch.allclose(scores[:, 1], net(y) - net(x), atol=1e-6)
     onehot = torch.nn.functional.one_hot(x, 5).float()
     assert torch.allclose(net(onehot, torch.zeros(7)), net(x), atol=1e-6)
     wrapper = NoisyClassifierRatio(net)

@@ -12,6 +12,9 @@ elsewhere) this times
 * ``taylor``        planned sampler, first-order Taylor guidance (one forward + backward);
 * ``amortised``     planned sampler, a per-token score head (one head pass per step; a
                     :class:`~gtlkit.nn.TokenNet` of the ratio network's size);
+* ``unigram``       planned sampler guided by a bag-of-tokens log h (the unigram
+                    estimator's body, random weights): every token scored in closed form,
+                    then the top 32 of the guided conditional (``truncate="guided"``);
 * ``naive``         the baseline: ancestral sampler with ``L`` steps scoring every token at
                     every masked position at every step (``lazy=False``).
 
@@ -47,8 +50,8 @@ def _bench_group() -> None:
 
 
 METHODS = ("unguided", "exact", "topk8", "topk32", "taylor", "naive")
-"""The default methods; ``amortised`` is also available (``ALL_METHODS``)."""
-ALL_METHODS = (*METHODS, "amortised")
+"""The default methods; ``amortised`` and ``unigram`` are also available (``ALL_METHODS``)."""
+ALL_METHODS = (*METHODS, "amortised", "unigram")
 ARCHS = ("small", "shipped")
 
 
@@ -155,15 +158,26 @@ def _expected_rows(method: str, L: int, V: int, B: int) -> float:
     k = {"exact": V, "topk8": min(8, V), "topk32": min(32, V)}.get(method)
     if k is not None:
         return B * L * k
-    if method in ("taylor", "amortised"):
-        return B * L  # one ratio (or head) row per sequence per step
+    if method in ("taylor", "amortised", "unigram"):
+        return B * L  # one ratio (head, closed-form score) row per sequence per step
     if method == "naive":
         # ancestral grid t_i = i/L: about L * t_i masked positions at step i, each scored V times
         return B * V * L * (L + 1) / 2
     return 0.0
 
 
-def _run(method: str, den, rat, L: int, V: int, B: int, device, head=None) -> float:
+def _bag(L: int, V: int, device):
+    """A bag-of-tokens log h of random weights (the unigram estimator's body)."""
+    from gtlkit.guidance.models import NoisyClassifierRatio
+    from gtlkit.nn import BagScalarNet, TransformerConfig
+
+    net = BagScalarNet(TransformerConfig(vocab_size=V, seq_len=L, time_conditioning=False))
+    with torch.no_grad():
+        net.weight.normal_(generator=torch.Generator().manual_seed(0))
+    return NoisyClassifierRatio(net).to(device)
+
+
+def _run(method: str, den, rat, L: int, V: int, B: int, device, head=None, bag=None) -> float:
     """Wall seconds of one full sampling run of ``B`` sequences."""
     from gtlkit.sampling import ancestral_sample, planned_sample
 
@@ -180,6 +194,7 @@ def _run(method: str, den, rat, L: int, V: int, B: int, device, head=None) -> fl
             "topk32": {"log_ratio": rat, "top_k": 32},
             "taylor": {"log_ratio": rat, "guidance": "taylor"},
             "amortised": {"log_ratio": head, "guidance": "amortised"},
+            "unigram": {"log_ratio": bag, "top_k": 32, "truncate": "guided"},
         }[method]
         sampler = planned_sample
     _sync(device)
@@ -229,11 +244,9 @@ def _time_ratio_rows(rat, L, V, device, rows=4096, reps=2) -> float:
     return (time.perf_counter() - t0) / (reps * n * k)
 
 
-def _time_taylor(rat, L, V, B, device, reps=3) -> float:
-    """Seconds for one Taylor evaluation (forward + backward) of a batch of B sequences."""
-    from gtlkit.guidance import TaylorGuidance
-
-    est = TaylorGuidance(num_ids=V + 1)
+def _time_estimator(est, rat, L, V, B, device, reps=3) -> float:
+    """Seconds for one guidance estimate of every token at one position of ``B`` sequences
+    (Taylor: a forward and a backward pass; closed-form scores: one score row each)."""
     x = torch.full((B, L), V, device=device)
     bi = torch.arange(B, device=device)
     pos = torch.zeros(B, dtype=torch.long, device=device)
@@ -277,7 +290,14 @@ def run_sampler_bench(
             den, rat, head, trained = _nets(V, L, device, d_den, d_ratio, arch)
             t_den = _time_pass(den, L, V, batch, device)
             t_row = _time_ratio_rows(rat, L, V, device)
-            t_tay = _time_taylor(rat, L, V, batch, device) if "taylor" in methods else 0.0
+            from gtlkit.guidance import ExactGuidance, TaylorGuidance
+
+            bag = _bag(L, V, device) if "unigram" in methods else None
+            t_tay = t_bag = 0.0
+            if "taylor" in methods:
+                t_tay = _time_estimator(TaylorGuidance(num_ids=V + 1), rat, L, V, batch, device)
+            if bag is not None:
+                t_bag = _time_estimator(ExactGuidance(), bag, L, V, batch, device)
             t_head = (
                 _time_pass(head.candidate_scores, L, V, batch, device)
                 if "amortised" in methods
@@ -290,12 +310,14 @@ def run_sampler_bench(
                     estimate = calls * (t_den + t_tay)
                 elif method == "amortised":
                     estimate = calls * (t_den + t_head)
+                elif method == "unigram":
+                    estimate = calls * (t_den + t_bag)
                 else:
                     estimate = calls * t_den + total_rows * t_row
                 peak = None
                 if estimate <= budget_s:
                     with _PeakMemory(device) as mem:
-                        secs = _run(method, den, rat, L, V, batch, device, head)
+                        secs = _run(method, den, rat, L, V, batch, device, head, bag)
                     extrap, peak = False, mem.peak_mb
                 else:
                     secs = estimate

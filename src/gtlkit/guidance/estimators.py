@@ -100,14 +100,15 @@ def _check_log_ratio_output(out: Tensor, rows: int) -> Tensor:
     return out
 
 
-def closed_form_scores(log_ratio: object) -> Callable[[Tensor, Tensor], Tensor] | None:
+def closed_form_scores(log_ratio: object) -> Callable[[Tensor, Tensor, Tensor], Tensor] | None:
     """``log_ratio``'s exact one-token scores in one pass, or None.
 
-    A ``log_ratio`` whose ``token_scores`` attribute is a callable ``(x_t LongTensor[B, L],
-    t FloatTensor[B]) -> FloatTensor[B, L, V]`` with ``[b, l, v] = log h(x_t with position l
-    set to v) - log h(x_t)`` (a log h that is a sum of per-token terms, where this is exact:
-    :meth:`gtlkit.guidance.models.LogRatioModel.token_scores`) lets exact guidance over every
-    candidate cost one call per sequence instead of one ratio row per candidate.
+    A ``log_ratio`` whose ``token_scores`` attribute is a callable ``(x_t LongTensor[n, L],
+    t FloatTensor[n], positions LongTensor[n]) -> FloatTensor[n, V]`` with ``[j, v] =
+    log h(x_t[j] with positions[j] set to v) - log h(x_t[j])`` (a log h that is a sum of
+    per-token terms, where this is exact: :meth:`gtlkit.guidance.models.LogRatioModel.
+    token_scores`) lets exact guidance over every candidate cost one call per query instead
+    of one ratio row per candidate.
     """
     fn = getattr(log_ratio, "token_scores", None)
     return fn if callable(fn) else None
@@ -146,11 +147,10 @@ class ExactGuidance(GuidanceEstimator):
             return torch.zeros(0, K, dtype=torch.float64, device=x_t.device), 0
         closed = closed_form_scores(log_ratio)
         if closed is not None:  # additive log h: exact differences to the current state
-            uniq, inverse = torch.unique(batch_idx, return_inverse=True)
-            S = closed(x_t[uniq], t[uniq])  # [U, L, V]
+            S = closed(x_t[batch_idx], t[batch_idx], positions)  # [n, V]
             if not torch.isfinite(S).all():
                 raise FloatingPointError("log_ratio.token_scores returned NaN or infinite scores")
-            return S[inverse, positions].to(torch.float64).gather(1, candidates), uniq.numel()
+            return S.to(torch.float64).gather(1, candidates), n
         flat_b = batch_idx.repeat_interleave(K)  # [n*K]
         flat_pos = positions.repeat_interleave(K)
         flat_v = candidates.reshape(-1)

@@ -148,19 +148,20 @@ class LogRatioModel(nn.Module):
         return out + self.offset
 
     @property
-    def token_scores(self) -> Callable[[Tensor, Tensor | None], Tensor] | None:
+    def token_scores(self) -> Callable[[Tensor, Tensor | None, Tensor], Tensor] | None:
         """Exact one-token score differences in one pass, when the net is additive over
-        tokens (:meth:`gtlkit.nn.BagScalarNet.token_scores`): ``(x_t [B, L], t) -> [B, L, V]``
-        with ``[b, l, v] = log h(x_t with l set to v) - log h(x_t)``; None for other nets.
-        Guidance estimators use it instead of scoring candidate sequences
-        (:func:`gtlkit.guidance.estimators.closed_form_scores`)."""
+        tokens (:meth:`gtlkit.nn.BagScalarNet.token_scores`): ``(x_t [n, L], t, positions
+        [n]) -> [n, V]`` with ``[j, v] = log h(x_t[j] with positions[j] set to v) -
+        log h(x_t[j])``; None for other nets. Guidance estimators use it instead of scoring
+        candidate sequences (:func:`gtlkit.guidance.estimators.closed_form_scores`)."""
         fn = getattr(self.net, "token_scores", None)
         if fn is None:
             return None
 
-        def scores(x_t: Tensor, t: Tensor | None = None) -> Tensor:
+        def scores(x_t: Tensor, t: Tensor | None, positions: Tensor) -> Tensor:
             check_token_ids(x_t, self.vocab_size, self.net.config.seq_len)
-            return fn(x_t.to(module_device(self.net))).to(x_t.device)
+            dev = module_device(self.net)
+            return fn(x_t.to(dev), positions.to(dev)).to(x_t.device)
 
         return scores
 
@@ -332,7 +333,7 @@ class GuidanceBundle:
         return self.log_ratio(x_t, t)
 
     @property
-    def token_scores(self) -> Callable[[Tensor, Tensor | None], Tensor] | None:
+    def token_scores(self) -> Callable[[Tensor, Tensor | None, Tensor], Tensor] | None:
         """``log_ratio``'s exact one-token scores in one pass, if it has them (else None)."""
         return getattr(self.log_ratio, "token_scores", None)
 

@@ -63,10 +63,12 @@ class BagScalarNet(ScalarNet):
             return (x_t.to(self.weight.dtype) @ self.weight).sum(1).float()  # [B]
         return self.weight[x_t].sum(1).float()  # [B]
 
-    def token_scores(self, x_t: Tensor) -> Tensor:
-        """Every one-token change's exact output difference, in one pass:
-        ``x_t LongTensor[B, L] -> FloatTensor[B, L, V]`` with
-        ``out[b, l, v] = net(x_t with position l set to v) - net(x_t) = w[v] - w[x_t[b, l]]``."""
+    def token_scores(self, x_t: Tensor, positions: Tensor) -> Tensor:
+        """Exact output differences of every one-token change at one position per row:
+        ``x_t LongTensor[n, L]``, ``positions LongTensor[n]`` -> ``FloatTensor[n, V]`` with
+        ``out[j, v] = net(x_t[j] with positions[j] set to v) - net(x_t[j])
+        = w[v] - w[x_t[j, positions[j]]]``."""
         V = self.config.vocab_size
         w = self.weight.detach()
-        return (w[None, None, :V] - w[x_t][..., None]).float()  # [B, L, V]
+        current = x_t[torch.arange(x_t.shape[0], device=x_t.device), positions]  # [n]
+        return (w[None, :V] - w[current][:, None]).float()  # [n, V]

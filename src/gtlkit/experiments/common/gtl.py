@@ -166,7 +166,7 @@ class GuidedDenoiser(nn.Module):
             K = cand.shape[1]
             closed = closed_form_scores(self.log_ratio)
             if closed is not None:  # an additive log h: every score from one pass
-                s = closed(z, t)[b, pos].gather(1, cand).float()  # [M, K]
+                s = closed(z[b], t[b], pos).gather(1, cand).float()  # [M, K]
             else:
                 rows = z[b].repeat_interleave(K, 0)  # [M * K, L]
                 at = torch.arange(len(rows), device=z.device)

@@ -8,13 +8,19 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gtlkit.pretrained import DEFAULT_GUIDE, DEFAULT_MODEL, pretrained_dir, pretrained_names
+from gtlkit.pretrained import (
+    DEFAULT_GUIDE,
+    DEFAULT_MODEL,
+    RATIO_NETWORK_GUIDE,
+    pretrained_dir,
+    pretrained_names,
+)
 
 
 def test_the_shipped_model_loads_with_its_tokenizer_and_left_the_unigram_plateau():
     from gtlkit.pretrained import load_pretrained
 
-    assert {DEFAULT_MODEL, DEFAULT_GUIDE} <= set(pretrained_names())
+    assert {DEFAULT_MODEL, DEFAULT_GUIDE, RATIO_NETWORK_GUIDE} <= set(pretrained_names())
     folder = pretrained_dir()
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size < 25 * 2**20
@@ -38,9 +44,15 @@ def test_the_shipped_guide_is_a_complete_run_of_the_shipped_model():
 
     with pytest.raises(FileNotFoundError, match="no shipped model"):
         pretrained_dir("nope")
-    run = load_run(pretrained_dir(DEFAULT_GUIDE))
-    assert run.meta["complete"] and run.meta["model"]["model"] == "shipped"
-    assert run.meta["defaults"]["gamma"] > 0
+    for name in (DEFAULT_GUIDE, RATIO_NETWORK_GUIDE):
+        run = load_run(pretrained_dir(name))
+        assert run.meta["complete"] and run.meta["model"]["model"] == "shipped"
+        assert run.meta["defaults"]["gamma"] > 0
+    assert run.bundle.estimator == "noisy_classifier"  # the ratio network's guide
+    default = load_run(pretrained_dir(DEFAULT_GUIDE))
+    assert (
+        default.bundle.estimator == "unigram" and default.meta["defaults"]["truncate"] == "guided"
+    )
 
 
 def test_demo_prints_unguided_and_guided_samples():

@@ -76,10 +76,11 @@ class BenchRow:
 def _shipped_configs() -> tuple[dict, dict, dict]:
     """The shipped model's and its guide's network configs (and the guide's kwargs)."""
     from gtlkit._io import read_json
-    from gtlkit.pretrained import DEFAULT_GUIDE, pretrained_dir
+    from gtlkit.pretrained import RATIO_NETWORK_GUIDE, pretrained_dir
 
     den = read_json(pretrained_dir() / "config.json")["config"]
-    rat = read_json(pretrained_dir(DEFAULT_GUIDE) / "ratio/bundle/noisy_classifier/config.json")
+    guide = pretrained_dir(RATIO_NETWORK_GUIDE)
+    rat = read_json(guide / "ratio/bundle/noisy_classifier/config.json")
     return den, rat["config"], rat.get("kwargs", {})
 
 
@@ -101,10 +102,10 @@ def _nets(V: int, L: int, device, d_den: int, d_ratio: int, arch: str = "small")
         if dcfg["vocab_size"] == V and dcfg["seq_len"] == L:  # the shipped weights themselves
             from gtlkit.guidance import GuidanceBundle
             from gtlkit.hub import load_text_model
-            from gtlkit.pretrained import DEFAULT_GUIDE, pretrained_dir
+            from gtlkit.pretrained import RATIO_NETWORK_GUIDE, pretrained_dir
 
             den = load_text_model("shipped", "cpu")[0]
-            rat = GuidanceBundle.load(pretrained_dir(DEFAULT_GUIDE) / "ratio" / "bundle")
+            rat = GuidanceBundle.load(pretrained_dir(RATIO_NETWORK_GUIDE) / "ratio" / "bundle")
             rat = rat.log_ratio
             trained = True
         else:

@@ -7,8 +7,11 @@ topic but "Physical sciences", :mod:`gtlkit.data.wiki`). Its folder holds ``conf
 ``pretrain.json`` (the training command's settings, data hashes and validation NELBO) and
 ``samples.txt``. docs/text.md describes how it was trained and what it reaches.
 
-``wiki-physics-guide``: a ``gtl adapt`` run that steers ``wiki-source`` toward the
-"Physical sciences" documents (:data:`DEFAULT_GUIDE`).
+``wiki-physics-unigram`` (:data:`DEFAULT_GUIDE`) and ``wiki-physics-guide``
+(:data:`RATIO_NETWORK_GUIDE`): ``gtl adapt`` runs that steer ``wiki-source`` toward the
+"Physical sciences" documents, with the unigram estimator (the default of ``gtl adapt``) and
+with the noisy-classifier ratio network (a transformer body; the shipped architecture of
+``gtl bench sampler --arch shipped``). Each folder's ``report.md`` says how it was made.
 """
 
 from __future__ import annotations
@@ -19,15 +22,21 @@ from typing import Any
 __all__ = [
     "DEFAULT_GUIDE",
     "DEFAULT_MODEL",
+    "RATIO_NETWORK_GUIDE",
     "load_pretrained",
     "pretrained_dir",
     "pretrained_names",
 ]
 
 DEFAULT_MODEL = "wiki-source"
-DEFAULT_GUIDE = "wiki-physics-guide"
+DEFAULT_GUIDE = "wiki-physics-unigram"
 """A complete ``gtl adapt`` run directory (without its training files) that guides the default
-model toward "Physical sciences": ``gtl sample`` reads it like any run, ``gtl demo`` uses it."""
+model toward "Physical sciences": ``gtl sample`` reads it like any run, ``gtl demo`` uses it.
+Made by ``gtl adapt --target runs/wiki/target_train.txt --source runs/wiki/source_train.txt``
+with every other setting at its default (the unigram estimator)."""
+RATIO_NETWORK_GUIDE = "wiki-physics-guide"
+"""The same kind of run with ``--estimator noisy_classifier`` (made before the unigram
+estimator existed; its report in docs/text.md)."""
 _ROOT = Path(__file__).resolve().parent
 
 

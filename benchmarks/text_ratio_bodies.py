@@ -2,15 +2,17 @@
 
 For every (seed, budget, arch, lr) this fits GTL's ratio network exactly as
 `gtl experiment text` does (`fit_text_ratio`: the public `fit_ratio`, early-stopped on the
-held-out rows), then reports what the experiment itself would choose by: the held-out
-balanced log-loss of the noisy classifier (at scale 1 and at its best scale), whether `fit_ratio`
-warned that the held-out rows show no signal, and the gamma chosen by the guided model's held-out NELBO over
-the top-k candidates, with that NELBO against the unguided one. Only held-out rows are used;
+held-out rows; the arch `unigram` means the unigram estimator, fitted once whatever the lr),
+then reports what the experiment itself would choose by: the held-out balanced log-loss of
+`log h` (at scale 1 and at its best scale), whether `fit_ratio` warned that the held-out rows
+show no signal, and the gamma chosen by the guided model's held-out NELBO (over the top-k
+candidates, or over every token with the config's `truncate="guided"`), with that NELBO
+against the unguided one. Only held-out rows are used;
 the test split is never read, no samples are drawn, so it is safe to run on tuning seeds when
 designing the experiment's grid.
 
     python benchmarks/text_ratio_bodies.py --seeds 100 --budgets 0.05,0.01 \\
-        --archs transformer_sum,bag --lrs 3e-3,1e-2,3e-2 --out docs/bench/text-ratio-bodies.json
+        --archs transformer_sum,bag,unigram --lrs 1e-3,3e-3 --out docs/bench/text-ratio-bodies.json
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="100", help="seeds (use tuning seeds, not reported ones)")
     ap.add_argument("--budgets", default="0.05,0.01")
-    ap.add_argument("--archs", default="transformer_sum,bag")
+    ap.add_argument("--archs", default="transformer_sum,bag,unigram")
     ap.add_argument("--lrs", default="1e-3,3e-3,1e-2,3e-2")
     ap.add_argument("--config", default=None, help="TextExperimentConfig JSON (else defaults)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -55,7 +57,15 @@ def main(argv: list[str] | None = None) -> dict:
         for arch in _list(args.archs, str):
             for lr in _list(args.lrs):
                 one = {"ratio_lrs": [lr], "target_only_lrs": [1e-3], "finetune_lrs": [1e-4]}
-                cfg = TextExperimentConfig(**{**base, **one, "ratio_arch": arch, "progress": False})
+                body = (
+                    {"ratio_estimator": "unigram"}
+                    if arch == "unigram"
+                    else {
+                        "ratio_estimator": "noisy_classifier",
+                        "ratio_arch": arch,
+                    }
+                )
+                cfg = TextExperimentConfig(**{**base, **one, **body, "progress": False})
                 if not rows:
                     docs = load_split_documents(cfg.data_dir)
                     main, tok, seq_len, _ = load_main_source(

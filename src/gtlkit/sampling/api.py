@@ -66,9 +66,10 @@ def sample(
     possible new tokens (``V`` masked, ``V - 1`` CTMC) means no cut. The masked samplers also
     take ``truncate="guided"``: guidance scores every token and the cut keeps the ``k`` most
     likely under the guided conditional (top-k sampling of the guided model, so guidance can
-    promote a token outside the denoiser's top ``k``; ``V`` candidates per position, free for a
-    log h with closed-form token scores such as ``RatioConfig(estimator="unigram")``). ``temperature`` and
-    ``top_p`` (masked samplers only) reshape the denoiser's distribution before guidance.
+    promote a token outside the denoiser's top ``k``; ``V`` candidates per position, free for
+    a log h with closed-form token scores such as ``RatioConfig(estimator="unigram")``).
+    ``temperature`` (masked samplers only) divides the denoiser's logits before guidance;
+    ``top_p`` (masked samplers only) keeps the nucleus of the final, guided distribution.
 
     Any option the chosen sampler does not use raises ``ValueError`` instead of being ignored.
     ``process`` (default ``MaskedProcess(vocab_size)`` for masked samplers) supplies the

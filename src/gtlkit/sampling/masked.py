@@ -20,10 +20,10 @@ likely tokens under the denoiser as the only candidates (the others get probabil
 with ``truncate="guided"`` every token is scored and the cut keeps the ``k`` most likely
 under the guided conditional instead (top-k sampling of the guided model; it scores ``V``
 candidates per position, which costs nothing for a log h with closed-form token scores,
-:func:`gtlkit.guidance.estimators.closed_form_scores`). The guided conditional is normalised over the candidates, so ``log h(z)`` itself is never
-needed: a candidate with ``h = 0`` gets zero mass at every ``gamma > 0``, a current state with
-``h = 0`` is harmless, and a position whose every candidate has ``h = 0`` raises, naming the
-state. The exact laws of both samplers are computed in :mod:`gtlkit.sampling.laws`.
+:func:`gtlkit.guidance.estimators.closed_form_scores`). The guided conditional is
+normalised over the candidates, so ``log h(z)`` itself is never needed: a candidate with
+``h = 0`` gets zero mass at every ``gamma > 0``, a current state with ``h = 0`` is harmless,
+and a position whose every candidate has ``h = 0`` raises, naming the state. The exact laws of both samplers are computed in :mod:`gtlkit.sampling.laws`.
 """
 
 from __future__ import annotations

@@ -137,6 +137,10 @@ def test_config_refuses_unequal_tuning_budgets_and_bad_values():
         TextExperimentConfig(overlaps=[1.0])
     with pytest.raises(ValueError, match="unknown methods"):
         TextExperimentConfig(methods=["gtl", "magic"])
+    with pytest.raises(ValueError, match="closed-form scores"):
+        TextExperimentConfig(ratio_estimator="noisy_classifier")  # with truncate="guided"
+    with pytest.raises(ValueError, match="ratio_estimator"):
+        TextExperimentConfig(ratio_estimator="magic")
     assert TextExperimentConfig().fingerprint() == TextExperimentConfig(seeds=[5]).fingerprint()
     assert TextExperimentConfig().fingerprint() != TextExperimentConfig(top_k=8).fingerprint()
 
@@ -212,7 +216,8 @@ def test_pieces_run_apart_merge_into_one_study(tmp_path, text_dir):
     from gtlkit.experiments.text.pipeline import run_text_experiment
 
     small = {"data_dir": str(text_dir), "budgets": [1.0], "overlaps": [0.0], "sweep_gammas": []}
-    a_cfg = quick_config(**small, methods=["source", "gtl"], ratio_estimator="noisy_classifier")
+    net = {"ratio_estimator": "noisy_classifier", "truncate": "denoiser"}
+    a_cfg = quick_config(**small, methods=["source", "gtl"], **net)
     a = run_text_experiment(a_cfg, tmp_path / "a")
     # the noisy classifier was early-stopped on the held-out rows
     stop = next(e for e in a["runs"] if e["method"] == "gtl")["ratio"]["early_stopping"]

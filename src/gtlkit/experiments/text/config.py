@@ -201,6 +201,12 @@ class TextExperimentConfig(ConfigBase):
             )
         if self.truncate not in ("guided", "denoiser"):
             raise ValueError(f"truncate must be guided or denoiser, got {self.truncate!r}")
+        if self.truncate == "guided" and self.ratio_estimator != "unigram":
+            raise ValueError(
+                "truncate='guided' scores every token at every step, which needs closed-form "
+                "scores (ratio_estimator='unigram'); a ratio network would need one row per "
+                "token: use truncate='denoiser' with it"
+            )
         if self.features not in ("minilm", "hashed"):
             raise ValueError(f"features must be minilm or hashed, got {self.features!r}")
         if self.ppl_model not in ("smollm2", "none"):

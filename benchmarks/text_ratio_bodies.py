@@ -57,14 +57,10 @@ def main(argv: list[str] | None = None) -> dict:
         for arch in _list(args.archs, str):
             for lr in _list(args.lrs):
                 one = {"ratio_lrs": [lr], "target_only_lrs": [1e-3], "finetune_lrs": [1e-4]}
-                body = (
-                    {"ratio_estimator": "unigram"}
-                    if arch == "unigram"
-                    else {
-                        "ratio_estimator": "noisy_classifier",
-                        "ratio_arch": arch,
-                    }
-                )
+                net = {"ratio_estimator": "noisy_classifier", "ratio_arch": arch}
+                body = {"ratio_estimator": "unigram"} if arch == "unigram" else net
+                if arch != "unigram":
+                    body["truncate"] = "denoiser"  # a network scores the denoiser's top k
                 cfg = TextExperimentConfig(**{**base, **one, **body, "progress": False})
                 if not rows:
                     docs = load_split_documents(cfg.data_dir)

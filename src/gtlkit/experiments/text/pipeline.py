@@ -163,7 +163,8 @@ class TextRunner:
             chunk=2048,
             batch_size=16,
         )
-        return {**out, "chosen_by": "guided held-out NELBO (top-k)"}
+        over = "top-k" if c.truncate == "denoiser" else "every token"
+        return {**out, "chosen_by": f"guided held-out NELBO ({over})"}
 
     def __call__(self, task: dict) -> dict:
         study, method, seed = task["study"], task["method"], task["seed"]

@@ -321,3 +321,10 @@ def test_gamma_by_mauve_compares_the_nelbo_choice_zero_and_the_grid(tiny, tmp_pa
 def test_a_bad_gamma_grid_is_refused(tiny, tmp_path):
     res = _adapt(tiny, tmp_path / "bad", "--gamma-by", "mauve", "--gamma-grid", "two")
     assert res.exit_code != 0 and "gamma_grid" in res.output
+
+
+def test_the_guided_cut_with_a_ratio_network_is_refused(tiny, tmp_path):
+    """One network row per token at every step would take hours: refused with what to use."""
+    res = _adapt(tiny, tmp_path / "x", "--estimator", "noisy_classifier", "--truncate", "guided")
+    assert res.exit_code != 0 and "closed-form scores" in res.output
+    assert not (tmp_path / "x" / "run.json").exists()

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gtlkit.config import ConfigBase
-from gtlkit.experiments.common.settings import setting
+from gtlkit.experiments.common.settings import check_guide_settings, setting
 
 __all__ = [
     "RUN_FORMAT",
@@ -124,12 +124,7 @@ class AdaptConfig(ConfigBase):
             raise ValueError(f"gamma_by must be nelbo or mauve, got {self.gamma_by!r}")
         if not all(0.0 <= g <= 100.0 for g in self.gamma_candidates()) or self.gamma_samples < 2:
             raise ValueError("gamma_grid values must lie in [0, 100] and gamma_samples >= 2")
-        if self.estimator not in ("unigram", "noisy_classifier"):
-            raise ValueError(
-                f"estimator must be unigram or noisy_classifier, got {self.estimator!r}"
-            )
-        if self.truncate not in (None, "guided", "denoiser"):
-            raise ValueError(f"truncate must be guided or denoiser, got {self.truncate!r}")
+        check_guide_settings(self.estimator, self.truncate)
         if self.positions_per_step < 1 or self.preview < 0:
             raise ValueError("positions_per_step must be >= 1 and preview >= 0")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gtlkit.config import ConfigBase
-from gtlkit.experiments.common.settings import doc, setting
+from gtlkit.experiments.common.settings import check_guide_settings, doc, setting
 
 __all__ = [
     "METHODS",
@@ -195,18 +195,7 @@ class TextExperimentConfig(ConfigBase):
         bad = set(self.methods) - set(METHODS)
         if bad:
             raise ValueError(f"unknown methods {sorted(bad)}; choose from {METHODS}")
-        if self.ratio_estimator not in ("unigram", "noisy_classifier"):
-            raise ValueError(
-                f"ratio_estimator must be unigram or noisy_classifier, got {self.ratio_estimator!r}"
-            )
-        if self.truncate not in ("guided", "denoiser"):
-            raise ValueError(f"truncate must be guided or denoiser, got {self.truncate!r}")
-        if self.truncate == "guided" and self.ratio_estimator != "unigram":
-            raise ValueError(
-                "truncate='guided' scores every token at every step, which needs closed-form "
-                "scores (ratio_estimator='unigram'); a ratio network would need one row per "
-                "token: use truncate='denoiser' with it"
-            )
+        check_guide_settings(self.ratio_estimator, self.truncate)
         if self.features not in ("minilm", "hashed"):
             raise ValueError(f"features must be minilm or hashed, got {self.features!r}")
         if self.ppl_model not in ("smollm2", "none"):

@@ -484,6 +484,11 @@ def test_fit_ratio_end_to_end_determinism_and_round_trip(problem, tmp_path):
     for key in ("accuracy", "auroc", "ece", "ece_positive", "balanced_accuracy"):
         assert 0.0 <= m[key] <= 1.0
     assert "ess_fraction" in m["overlap"] and b1.metrics["overlap"]["t"] == 0.5
+    # the calibration report describes the final log h (the ratio net), not the cycle term's
+    # noisy classifier
+    assert (
+        b1.metrics["calibration"]["t0.5"] != b1.metrics["noisy_classifier"]["calibration"]["t0.5"]
+    )
     Z = all_sequences(V + 1, L)
     t = torch.rand(len(Z), generator=torch.Generator().manual_seed(3))
     out = b1(Z, t)

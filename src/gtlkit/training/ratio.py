@@ -58,7 +58,7 @@ from gtlkit.training.ratio_stages import (
     train_noisy_classifier,
     train_ratio_net,
 )
-from gtlkit.training.ratio_unigram import fit_unigram_ratio
+from gtlkit.training.ratio_unigram import check_unigram_process, fit_unigram_ratio
 
 __all__ = [
     "RatioConfig",
@@ -175,11 +175,7 @@ def fit_ratio(
     unigram = cfg.estimator == "unigram"
     if unigram:  # the bag body: V + 1 weights, whatever the size settings say
         cfg = dataclasses.replace(cfg, arch="bag")
-        if not isinstance(process, MaskedProcess):
-            raise ValueError(
-                "estimator='unigram' is for masked diffusion (MaskedProcess): under "
-                f"{type(process).__name__} h_t depends on t and does not factor over tokens"
-            )
+        check_unigram_process(process)
     net_cfg = make_net_config(cfg, V, L, time_conditioning, max_params)
     src_tr, tgt_tr, vs, vt, on = _rows(source, target, val_source, val_target, cfg, V)
     val = (vs, vt) if on == "held_out" else None
@@ -255,7 +251,7 @@ def fit_ratio(
         log_ratio, process, vs, vt, repeats=cfg.heldout_repeats, seed=HELDOUT_SEED
     )
     metrics["heldout"] = {"log_loss": loss, **n, "repeats": cfg.heldout_repeats}
-    if noisy is None:
+    if log_ratio is not noisy:  # the regression's ratio net, or the unigram ratio
         calib = noisy_classifier_metrics(log_ratio, process, vs, vt, seed=HELDOUT_SEED + 1)
     else:  # the noisy classifier's own report, on the same rows
         calib = {k: v for k, v in metrics["noisy_classifier"]["calibration"].items()}

@@ -38,7 +38,7 @@ from gtlkit.guidance.models import NoisyClassifierRatio
 from gtlkit.nn import BagScalarNet, TransformerConfig
 from gtlkit.processes import MaskedProcess, Process
 
-__all__ = ["BETA_GRID", "FOLDS", "fit_unigram_ratio"]
+__all__ = ["BETA_GRID", "FOLDS", "check_unigram_process", "fit_unigram_ratio"]
 
 BETA_GRID = tuple(10.0 ** (k / 4) for k in range(4, 29))
 """Concentrations tried for the target law's prior (pseudo-tokens, 10 to 10^7)."""
@@ -106,6 +106,15 @@ def _choose_scale(s_src: Tensor, s_tgt: Tensor) -> float:
     return 0.5 * (lo + hi)
 
 
+def check_unigram_process(process: Process) -> None:
+    """``ValueError`` unless ``process`` is masked diffusion, where the unigram ratio is exact."""
+    if not isinstance(process, MaskedProcess):
+        raise ValueError(
+            "the unigram estimator is for masked diffusion (MaskedProcess): under "
+            f"{type(process).__name__} h_t depends on t and does not factor over tokens"
+        )
+
+
 def fit_unigram_ratio(
     source: Tensor,
     target: Tensor,
@@ -124,11 +133,7 @@ def fit_unigram_ratio(
     token, at the chosen beta), "cv_log_loss" (out-of-fold balanced BCE at the scale),
     "folds", "on": "train"}``.
     """
-    if not isinstance(process, MaskedProcess):
-        raise ValueError(
-            "the unigram estimator is exact only for masked diffusion (MaskedProcess): under "
-            f"{type(process).__name__} h_t depends on t and does not factor over tokens"
-        )
+    check_unigram_process(process)
     if len(source) < 2 or len(target) < 2:
         raise ValueError(
             f"the unigram estimator needs at least 2 rows of each domain, got {len(source)} "

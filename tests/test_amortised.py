@@ -121,3 +121,25 @@ def test_fit_ratio_amortise_adds_a_score_head_that_samples(tmp_path):
     den, _ = masked_oracles(p, q)
     x, stats = sample(den, 16, L, V, log_ratio=again, guidance="amortised")
     assert (x < V).all() and stats.ratio_rows == stats.denoiser_rows
+
+
+def test_scores_at_queried_rows_equal_the_full_table(distilled):
+    """The row-restricted head pass gives the full table's rows; both paths score alike."""
+    from types import SimpleNamespace
+
+    p, q, den, log_h, head, _ = distilled
+    states, b, pos, cand = _all_masked_queries()
+    states, keep = states[:50], b < 50
+    b, pos, cand = b[keep], pos[keep], cand[keep]
+    t = torch.full((len(states),), 0.5)
+    full = head.candidate_scores(states, t)
+    torch.testing.assert_close(head.candidate_scores_at(states, t, b, pos), full[b, pos])
+    only_full = SimpleNamespace(candidate_scores=head.candidate_scores)  # no rows method
+    a, rows_a = AmortisedGuidance()(head, states, t, b, pos, cand)
+    f, rows_f = AmortisedGuidance()(only_full, states, t, b, pos, cand)
+    torch.testing.assert_close(a, f)
+    assert rows_a == rows_f == len(states)
+    # a query order that is not sorted by sequence still reads each query's own row
+    perm = torch.randperm(len(b), generator=torch.Generator().manual_seed(0))
+    a2, _ = AmortisedGuidance()(head, states, t, b[perm], pos[perm], cand[perm])
+    torch.testing.assert_close(a2, a[perm])

@@ -66,3 +66,22 @@ def test_shipped_arch_uses_the_shipped_weights_only_at_their_own_shape():
         run_sampler_bench(lengths=(8,), vocabs=(16,), methods=("fast",), progress=False)
     with pytest.raises(ValueError, match="arch must be one of"):
         run_sampler_bench(lengths=(8,), vocabs=(16,), methods=("unguided",), arch="big")
+
+
+def test_partial_runs_measure_some_steps_and_scale_them():
+    kw = dict(lengths=(16,), vocabs=(16,), batch=2, d_den=16, d_ratio=8, progress=False)
+    methods = ("unguided", "topk8", "naive")
+    full = {r.method: r for r in run_sampler_bench(methods=methods, budget_s=1e9, **kw)}
+    part = {
+        r.method: r
+        for r in run_sampler_bench(methods=methods, budget_s=0.0, partial_steps=4, **kw)
+    }
+    for m in ("unguided", "topk8"):
+        assert part[m].measured_steps == 4 and not part[m].extrapolated
+        assert part[m].peak_mem_mb is not None
+        # the scaled 4-step time estimates the 16-step run (loose: tiny nets, a shared machine)
+        ratio = part[m].seconds_per_batch / full[m].seconds_per_batch
+        assert 0.2 < ratio < 5, (m, ratio)
+        assert full[m].measured_steps is None
+    assert part["naive"].extrapolated and part["naive"].measured_steps is None
+    assert "†" in to_markdown(list(part.values()))

@@ -18,9 +18,14 @@ elsewhere) this times
 * ``naive``         the baseline: ancestral sampler with ``L`` steps scoring every token at
                     every masked position at every step (``lazy=False``).
 
-A configuration whose predicted run exceeds ``budget_s`` is not run: its time is extrapolated
-from the measured cost per denoiser call and per ratio row (the table marks it with *). Runs
-that do fit record the same prediction beside the measurement, which checks the cost model.
+A configuration whose predicted run exceeds ``budget_s`` is not run in full. With
+``partial_steps = m`` it is measured on the last ``m`` steps of a real run (a batch whose other
+``L - m`` positions are given, ``x_init``) and scaled by ``L / m``: every step of the planned
+sampler does the same work (one denoiser pass over all ``L`` positions, the same number of
+ratio rows), so this is a measurement of the whole per-step cost, bookkeeping included (the
+table marks it with †). Otherwise (and always for ``naive``, whose steps differ) its time is
+extrapolated from the measured cost per denoiser call and per ratio row (marked *). Runs that
+are measured record the cost model's prediction beside the measurement, which checks it.
 Peak memory of a run that is executed: on CUDA the peak allocated by torch, on the CPU the
 peak resident memory above the level before the run (sampled every 2 ms).
 """
@@ -71,6 +76,9 @@ class BenchRow:
     arch: str = "small"
     trained_weights: bool = False
     peak_mem_mb: float | None = None
+    measured_steps: int | None = None
+    """Set when the time comes from a run of this many steps (the rest of the sequence given),
+    scaled by ``L / measured_steps``: every step of the planned sampler costs the same."""
 
 
 def _shipped_configs() -> tuple[dict, dict, dict]:
@@ -178,12 +186,22 @@ def _bag(L: int, V: int, device):
     return NoisyClassifierRatio(net).to(device)
 
 
-def _run(method: str, den, rat, L: int, V: int, B: int, device, head=None, bag=None) -> float:
-    """Wall seconds of one full sampling run of ``B`` sequences."""
+def _run(
+    method: str, den, rat, L: int, V: int, B: int, device, head=None, bag=None, masked=None
+) -> float:
+    """Wall seconds of one sampling run of ``B`` sequences: in full, or with ``masked`` the
+    last ``masked`` steps (random tokens given at the other positions; planned sampler only)."""
     from gtlkit.sampling import ancestral_sample, planned_sample
 
     gen = torch.Generator(device=device).manual_seed(0)
     kw: dict = dict(generator=gen, batch_size=B, device=device)
+    if masked is not None:
+        if method == "naive":
+            raise ValueError("partial runs need the planned sampler (naive's steps differ)")
+        g = torch.Generator().manual_seed(1)
+        x0 = torch.randint(0, V, (B, L), generator=g)
+        free = torch.rand(B, L, generator=g).argsort(1)[:, :masked]
+        kw["x_init"] = x0.scatter(1, free, V).to(device)
     if method == "naive":
         args: dict = {"steps": L, "log_ratio": rat, "lazy": False, "reuse_denoiser": False}
         sampler = ancestral_sample
@@ -273,8 +291,12 @@ def run_sampler_bench(
     device: str | None = None,
     progress: bool = True,
     arch: str = "small",
+    partial_steps: int = 0,
 ) -> list[BenchRow]:
     """Time every (L, V, method); see the module docstring. Returns one row per configuration.
+
+    ``partial_steps > 0``: configurations over ``budget_s`` are measured on that many steps
+    of a real run and scaled (``BenchRow.measured_steps``) instead of extrapolated.
 
     The cost model ``steps * t_denoiser + rows * t_row`` (plus one Taylor pass per step) is
     measured first; configurations it predicts to run longer than ``budget_s`` report the
@@ -299,11 +321,11 @@ def run_sampler_bench(
                 t_tay = _time_estimator(TaylorGuidance(num_ids=V + 1), rat, L, V, batch, device)
             if bag is not None:
                 t_bag = _time_estimator(ExactGuidance(), bag, L, V, batch, device)
-            t_head = (
-                _time_pass(head.candidate_scores, L, V, batch, device)
-                if "amortised" in methods
-                else 0.0
-            )
+            t_head = 0.0
+            if "amortised" in methods:  # one head pass, the output layer at one row a sequence
+                from gtlkit.guidance import AmortisedGuidance
+
+                t_head = _time_estimator(AmortisedGuidance(), head, L, V, batch, device)
             for method in methods:
                 calls = L  # one denoiser pass per revealed position (planned) or grid step (naive)
                 total_rows = _expected_rows(method, L, V, batch)
@@ -316,10 +338,16 @@ def run_sampler_bench(
                 else:
                     estimate = calls * t_den + total_rows * t_row
                 peak = None
+                steps = None
                 if estimate <= budget_s:
                     with _PeakMemory(device) as mem:
                         secs = _run(method, den, rat, L, V, batch, device, head, bag)
                     extrap, peak = False, mem.peak_mb
+                elif partial_steps > 0 and method != "naive":
+                    steps = min(partial_steps, L)
+                    with _PeakMemory(device) as mem:
+                        part = _run(method, den, rat, L, V, batch, device, head, bag, steps)
+                    secs, extrap, peak = part * L / steps, False, mem.peak_mb
                 else:
                     secs = estimate
                     extrap = True
@@ -338,10 +366,13 @@ def run_sampler_bench(
                     arch,
                     trained,
                     peak,
+                    steps,
                 )
                 rows.append(row)
                 if progress:
                     flag = " (extrapolated)" if extrap else f" (predicted {estimate:.3g} s)"
+                    if steps is not None:
+                        flag = f" (measured on {steps} steps, predicted {estimate:.3g} s)"
                     print(
                         f"L={L:4d} V={V:5d} {method:9s} {row.samples_per_s:10.4f} samples/s "
                         f"{row.ratio_rows_per_sample:12.0f} rows/sample {secs:9.3g} s{flag}",
@@ -353,7 +384,8 @@ def run_sampler_bench(
 def to_markdown(rows: list[BenchRow]) -> str:
     """The table for the docs, with speed-ups against the naive baseline and unguided sampling.
 
-    ``*`` marks extrapolated times, ``(trained)`` the shipped weights themselves.
+    ``*`` marks extrapolated times, ``†`` times measured on some steps and scaled,
+    ``(trained)`` the shipped weights themselves.
     """
     by = {(r.L, r.V, r.method): r for r in rows}
     lines = [
@@ -366,7 +398,7 @@ def to_markdown(rows: list[BenchRow]) -> str:
         ung = by.get((r.L, r.V, "unguided"))
         sp = f"{r.samples_per_s / naive.samples_per_s:,.0f}" if naive else "-"
         rel = f"{ung.samples_per_s / r.samples_per_s:.2f}" if ung else "-"
-        mark = " *" if r.extrapolated else ""
+        mark = " *" if r.extrapolated else (" †" if r.measured_steps else "")
         mem = "-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:,.0f}"
         v = f"{r.V} (trained)" if r.trained_weights else str(r.V)
         lines.append(
@@ -398,6 +430,11 @@ def sampler_cmd(
     budget_s: float = typer.Option(
         60.0, help="run a configuration fully when its predicted time is below this"
     ),
+    partial_steps: int = typer.Option(
+        0,
+        help="over the budget, measure this many steps of a real run and scale by L / steps "
+        "(planned sampler; 0: extrapolate from the cost model)",
+    ),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda if available)"),
     out: Path = typer.Option(None, help="write results.json and table.md here"),
     json_output: bool = typer.Option(False, "--json", help="print results as JSON"),
@@ -413,6 +450,7 @@ def sampler_cmd(
             device=device,
             progress=not json_output,
             arch=arch,
+            partial_steps=partial_steps,
         )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e

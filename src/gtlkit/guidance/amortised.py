@@ -10,7 +10,9 @@ the forward process (:func:`gtlkit.training.amortised.distill_score_head`). Guid
 costs one denoiser pass plus one head pass per step, whatever ``k``. The sampler reads the head
 through :class:`AmortisedGuidance` (``guidance="amortised"``), which takes the scores from the
 ``log_ratio`` object's ``candidate_scores`` method (a :class:`~gtlkit.guidance.GuidanceBundle`
-with a score head has one, as does :class:`ScoreHead` itself).
+with a score head has one, as does :class:`ScoreHead` itself), or from its
+``candidate_scores_at`` method where it has one: the head's output layer then runs only at the
+positions the sampler asks about (one per sequence and step in the planned sampler).
 """
 
 from __future__ import annotations
@@ -61,6 +63,22 @@ class ScoreHead(nn.Module):
         out = self.raw(x_t.to(dev), None if t is None else t.to(dev)).float()
         return out.to(x_t.device)
 
+    @torch.no_grad()
+    def candidate_scores_at(
+        self, x_t: Tensor, t: Tensor | None, batch_idx: Tensor, positions: Tensor
+    ) -> Tensor:
+        """The rows ``candidate_scores(x_t, t)[batch_idx, positions]``: ``FloatTensor[n, V]``,
+        from one backbone pass and the output layer at those ``n`` rows only."""
+        dev = module_device(self.net)
+        tt = t if self.net.config.time_conditioning else None
+        out = self.net.forward_at(
+            x_t.to(dev),
+            None if tt is None else tt.to(dev),
+            batch_idx.to(dev),
+            positions.to(dev),
+        )
+        return out.float().to(x_t.device)
+
     def extra(self) -> dict:
         return {"wrapper": self.wrapper_name}
 
@@ -90,8 +108,12 @@ class AmortisedGuidance(GuidanceEstimator):
                 "(a GuidanceBundle fitted with RatioConfig(amortise=True), or a ScoreHead)"
             )
         uniq, inverse = torch.unique(batch_idx, return_inverse=True)
-        S = fn(x_t[uniq], t[uniq])  # [U, L, V]
+        at = getattr(log_ratio, "candidate_scores_at", None)
+        if at is not None:  # the output layer at the queried rows only
+            S = at(x_t[uniq], t[uniq], inverse, positions)  # [n, V]
+        else:
+            S = fn(x_t[uniq], t[uniq])[inverse, positions]  # [U, L, V] -> [n, V]
         if not torch.isfinite(S).all():
             raise FloatingPointError("the score head returned NaN or infinite scores")
-        scores = S[inverse, positions].gather(1, candidates).to(torch.float64)
+        scores = S.gather(1, candidates).to(torch.float64)
         return scores, uniq.numel()

@@ -354,6 +354,20 @@ class GuidanceBundle:
             )
         return self.score_head.candidate_scores(x_t, t)
 
+    def candidate_scores_at(
+        self, x_t: Tensor, t: Tensor | None, batch_idx: Tensor, positions: Tensor
+    ) -> Tensor:
+        """The rows ``candidate_scores(x_t, t)[batch_idx, positions]``, ``FloatTensor[n, V]``."""
+        if self.score_head is None:
+            raise TypeError(
+                "this bundle has no score head: fit it with RatioConfig(amortise=True) or use "
+                "guidance='exact'"
+            )
+        at = getattr(self.score_head, "candidate_scores_at", None)
+        if at is None:
+            return self.score_head.candidate_scores(x_t, t)[batch_idx, positions]
+        return at(x_t, t, batch_idx, positions)
+
     @property
     def estimator(self) -> str:
         """The ``RatioConfig.estimator`` that fitted the bundle (``"regression"``,

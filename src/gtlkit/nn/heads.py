@@ -122,6 +122,18 @@ class TokenNet(GTLNet):
         """``x_t: [B, L]`` or ``[B, L, V + 1]``, ``t: [B]`` -> ``FloatTensor[B, L, V]``."""
         return self.head(self.features(x_t, t)).float()
 
+    def forward_at(
+        self, x_t: Tensor, t: Tensor | float | None, batch_idx: Tensor, positions: Tensor
+    ) -> Tensor:
+        """The rows ``forward(x_t, t)[batch_idx, positions]`` -> ``FloatTensor[n, V]``.
+
+        The backbone runs on every sequence, the output layer only on the ``n`` rows asked for:
+        a sampler that reveals one position per sequence and step needs ``B`` rows of ``V``
+        scores, not ``B * L`` (the output layer is most of a small head's cost at large V).
+        """
+        h = self.features(x_t, t)  # [B, L, d]
+        return self.head(h[batch_idx, positions]).float()
+
 
 @register_class
 class PositionNet(GTLNet):

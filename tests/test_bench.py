@@ -73,8 +73,7 @@ def test_partial_runs_measure_some_steps_and_scale_them():
     methods = ("unguided", "topk8", "naive")
     full = {r.method: r for r in run_sampler_bench(methods=methods, budget_s=1e9, **kw)}
     part = {
-        r.method: r
-        for r in run_sampler_bench(methods=methods, budget_s=0.0, partial_steps=4, **kw)
+        r.method: r for r in run_sampler_bench(methods=methods, budget_s=0.0, partial_steps=4, **kw)
     }
     for m in ("unguided", "topk8"):
         assert part[m].measured_steps == 4 and not part[m].extrapolated

@@ -78,7 +78,7 @@ def test_partial_runs_measure_some_steps_and_scale_them():
     for m in ("unguided", "topk8"):
         assert part[m].measured_steps == 4 and not part[m].extrapolated
         assert part[m].peak_mem_mb is not None
-        # the scaled 4-step time estimates the 16-step run (loose: tiny nets, a shared machine)
+        # 8 steps minus 4, scaled, estimate the 16-step run (loose: tiny nets, a shared machine)
         ratio = part[m].seconds_per_batch / full[m].seconds_per_batch
         assert 0.2 < ratio < 5, (m, ratio)
         assert full[m].measured_steps is None

@@ -291,6 +291,40 @@ def test_recurrent_net_rejects_bad_shapes_and_unknown_arch():
         build_scalar_net(_rnn_config(), "lstm")
 
 
+# ---- the convolutional body (arch="conv") ---------------------------------------------------
+
+
+def test_conv_net_is_local_additive_and_round_trips(tmp_path):
+    """Ids and one-hot rows agree; the output is a sum of position terms; a change at one
+    position moves only the terms within the receptive field; save/load keeps the outputs."""
+    from gtlkit.guidance.models import NoisyClassifierRatio, load_wrapper
+    from gtlkit.nn import ConvScalarNet
+
+    cfg = _rnn_config(seq_len=12, n_layers=1, conv_kernel=3)
+    torch.manual_seed(0)
+    net = build_scalar_net(cfg, "conv").eval()
+    assert type(net) is ConvScalarNet
+    x = torch.randint(0, 5, (4, 12))
+    out = net(x, None)
+    assert out.shape == (4,) and out.dtype == torch.float32
+    onehot = torch.nn.functional.one_hot(x, 5).float()
+    assert torch.allclose(net(onehot, None), out, atol=1e-5)
+    terms = net.head(net.features(x)).squeeze(-1)  # [B, L]
+    assert torch.allclose(terms.sum(1), out, atol=1e-5)
+    y = x.clone()
+    y[:, 6] = (x[:, 6] + 1) % 5
+    moved = (net.head(net.features(y)).squeeze(-1) - terms).abs() > 1e-6
+    assert moved[:, 5:8].any() and not moved[:, :5].any() and not moved[:, 8:].any()
+    wrapper = NoisyClassifierRatio(net)
+    wrapper.save_pretrained(tmp_path / "conv")
+    loaded = load_wrapper(tmp_path / "conv")
+    assert isinstance(loaded.net, ConvScalarNet)
+    assert torch.equal(loaded(x, torch.zeros(4)), wrapper(x, torch.zeros(4)))
+    timed = ConvScalarNet(_rnn_config(time_conditioning=True))
+    with pytest.raises(ValueError, match="time-conditioned"):
+        timed(torch.randint(0, 5, (2, 6)), None)
+
+
 # ---- the transformer with a summed readout (arch="transformer_sum") -------------------------
 
 

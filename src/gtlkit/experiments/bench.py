@@ -19,11 +19,11 @@ elsewhere) this times
                     every masked position at every step (``lazy=False``).
 
 A configuration whose predicted run exceeds ``budget_s`` is not run in full. With
-``partial_steps = m`` it is measured on the last ``m`` steps of a real run (a batch whose other
-``L - m`` positions are given, ``x_init``) and scaled by ``L / m``: every step of the planned
-sampler does the same work (one denoiser pass over all ``L`` positions, the same number of
-ratio rows), so this is a measurement of the whole per-step cost, bookkeeping included (the
-table marks it with †). Otherwise (and always for ``naive``, whose steps differ) its time is
+``partial_steps = m`` it is measured on real runs of the last ``m`` and the last ``2 m`` steps
+(a batch whose other positions are given, ``x_init``): their difference, scaled by ``L / m``,
+is the time of the whole run without its fixed costs. Every step of the planned sampler does
+the same work (one denoiser pass over all ``L`` positions, the same number of ratio rows), so
+this measures the whole per-step cost, bookkeeping included (the table marks it with †). Otherwise (and always for ``naive``, whose steps differ) its time is
 extrapolated from the measured cost per denoiser call and per ratio row (marked *). Runs that
 are measured record the cost model's prediction beside the measurement, which checks it.
 Peak memory of a run that is executed: on CUDA the peak allocated by torch, on the CPU the
@@ -77,8 +77,8 @@ class BenchRow:
     trained_weights: bool = False
     peak_mem_mb: float | None = None
     measured_steps: int | None = None
-    """Set when the time comes from a run of this many steps (the rest of the sequence given),
-    scaled by ``L / measured_steps``: every step of the planned sampler costs the same."""
+    """Set when the time comes from runs of the last ``m`` and ``2 m`` steps (the rest of the
+    sequence given): their difference scaled by ``L / m``; every planned step costs the same."""
 
 
 def _shipped_configs() -> tuple[dict, dict, dict]:
@@ -344,10 +344,14 @@ def run_sampler_bench(
                         secs = _run(method, den, rat, L, V, batch, device, head, bag)
                     extrap, peak = False, mem.peak_mb
                 elif partial_steps > 0 and method != "naive":
-                    steps = min(partial_steps, L)
+                    # the last m and the last 2m steps of a run: their difference is the cost
+                    # of m steps without the run's fixed costs (setup, first-call warm-up)
+                    steps = min(partial_steps, L // 2)
+                    short = _run(method, den, rat, L, V, batch, device, head, bag, steps)
                     with _PeakMemory(device) as mem:
-                        part = _run(method, den, rat, L, V, batch, device, head, bag, steps)
-                    secs, extrap, peak = part * L / steps, False, mem.peak_mb
+                        long = _run(method, den, rat, L, V, batch, device, head, bag, 2 * steps)
+                    secs = (long - short) * L / steps
+                    extrap, peak = False, mem.peak_mb
                 else:
                     secs = estimate
                     extrap = True
@@ -372,7 +376,7 @@ def run_sampler_bench(
                 if progress:
                     flag = " (extrapolated)" if extrap else f" (predicted {estimate:.3g} s)"
                     if steps is not None:
-                        flag = f" (measured on {steps} steps, predicted {estimate:.3g} s)"
+                        flag = f" (measured on {steps} + {2 * steps} steps, predicted {estimate:.3g} s)"
                     print(
                         f"L={L:4d} V={V:5d} {method:9s} {row.samples_per_s:10.4f} samples/s "
                         f"{row.ratio_rows_per_sample:12.0f} rows/sample {secs:9.3g} s{flag}",

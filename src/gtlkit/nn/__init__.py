@@ -5,10 +5,12 @@ per sequence: classifier logit, log-ratio), ``PositionNet`` (per-position planne
 ``TokenNet`` (per-position, per-token values: amortised guidance head); ``RecurrentScalarNet``
 (a GRU body with an additive readout, ``arch="recurrent"`` of :func:`build_scalar_net`; the
 transformer with a summed readout is ``arch="transformer_sum"``; ``BagScalarNet``, one weight per
-token summed over revealed positions, is ``arch="bag"``).
+token summed over revealed positions, is ``arch="bag"``; ``ConvScalarNet``, local convolutions
+with an additive readout, is ``arch="conv"``).
 """
 
 from gtlkit.nn.bag import BagScalarNet
+from gtlkit.nn.conv import ConvScalarNet
 from gtlkit.nn.heads import (
     READOUTS,
     SUBS_NEG,
@@ -27,6 +29,7 @@ __all__ = [
     "SUBS_NEG",
     "Backbone",
     "BagScalarNet",
+    "ConvScalarNet",
     "DenoiserNet",
     "GTLNet",
     "PositionNet",

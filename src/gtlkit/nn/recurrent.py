@@ -12,6 +12,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from gtlkit.nn.bag import BagScalarNet
+from gtlkit.nn.conv import ConvScalarNet
 from gtlkit.nn.heads import ScalarNet
 from gtlkit.nn.serialization import register_class
 from gtlkit.nn.transformer import TimeEmbedding, TransformerConfig, prepare_inputs
@@ -102,13 +103,15 @@ SCALAR_ARCHS: dict[str, Callable[[TransformerConfig], ScalarNet]] = {
     "transformer_sum": _transformer_sum,
     "recurrent": RecurrentScalarNet,
     "bag": BagScalarNet,
+    "conv": ConvScalarNet,
 }
 """Bodies of a scalar network by name: ``"transformer"`` (:class:`~gtlkit.nn.ScalarNet`,
 mean-pooled backbone + MLP), ``"transformer_sum"`` (the same backbone, the MLP at every
 position and a sum over positions: additive like ``"recurrent"``, with attention's long range)
 ``"recurrent"`` (:class:`RecurrentScalarNet`, a bidirectional GRU, additive readout) or
 ``"bag"`` (:class:`~gtlkit.nn.bag.BagScalarNet`, one weight per token summed over the revealed
-positions: no context, ``V + 1`` parameters)."""
+positions: no context, ``V + 1`` parameters) or ``"conv"`` (:class:`~gtlkit.nn.conv.ConvScalarNet`,
+residual convolutions and a summed readout: local context only)."""
 
 
 def build_scalar_net(config: TransformerConfig, arch: str = "transformer") -> ScalarNet:

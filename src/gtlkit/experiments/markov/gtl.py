@@ -28,14 +28,17 @@ __all__ = ["fit_gtl", "gtl_gamma", "ratio_config"]
 def ratio_config(cfg: MarkovExperimentConfig, seed: int):
     """The :class:`~gtlkit.training.RatioConfig` of ``cfg``'s GTL fields.
 
-    Width ``ratio_hidden``; ``ratio_layers`` GRU layers for the recurrent body, one more for
-    transformer bodies, which also train at ``min(ratio_lr, 1e-3)`` with EMA 0.999 (they
-    diverge at the recurrent body's 3e-3); ``ratio_steps`` per stage, the noisy classifier
-    early-stopped on the held-out log-loss when ``ratio_patience`` is set.
+    Width ``ratio_hidden``; ``ratio_layers`` GRU layers for the recurrent body, one more
+    for the other bodies (transformer blocks, convolutions: a receptive field of 9 positions
+    at the default width 5). Transformer bodies train at ``min(ratio_lr, 1e-3)`` with EMA
+    0.999 (they diverge at the recurrent body's 3e-3), the others at ``ratio_lr`` with EMA
+    0.99; ``ratio_steps`` per stage, the noisy classifier early-stopped on the held-out
+    log-loss when ``ratio_patience`` is set.
     """
     from gtlkit.training import RatioConfig
 
     recurrent = cfg.ratio_arch == "recurrent"
+    transformer = cfg.ratio_arch.startswith("transformer")
     return RatioConfig(
         arch=cfg.ratio_arch,
         estimator=cfg.estimator,
@@ -49,8 +52,8 @@ def ratio_config(cfg: MarkovExperimentConfig, seed: int):
         ratio_steps=cfg.ratio_steps,
         noisy_steps=cfg.ratio_steps,
         batch_size=cfg.ratio_batch,
-        lr=cfg.ratio_lr if recurrent else min(cfg.ratio_lr, 1e-3),
-        ema_decay=0.99 if recurrent else 0.999,
+        lr=min(cfg.ratio_lr, 1e-3) if transformer else cfg.ratio_lr,
+        ema_decay=0.999 if transformer else 0.99,
         warmup_steps=50,
         patience_steps=cfg.ratio_patience,
         eval_every=cfg.ratio_eval_every,

@@ -84,3 +84,27 @@ def test_partial_runs_measure_some_steps_and_scale_them():
         assert full[m].measured_steps is None
     assert part["naive"].extrapolated and part["naive"].measured_steps is None
     assert "†" in to_markdown(list(part.values()))
+
+
+def test_cost_slopes_recover_known_exponents_and_the_plot_is_written(tmp_path):
+    from gtlkit.experiments.bench_plots import cost_slopes, plot_sampler_cost
+
+    rows = [
+        {
+            "L": L,
+            "V": V,
+            "method": m,
+            "seconds_per_batch": c * L**a * V**b,
+            "batch": 8,
+            "extrapolated": L == 1024,
+        }
+        for m, c, a, b in (("unguided", 1e-6, 2.0, 0.5), ("topk32", 3e-6, 2.5, 0.25))
+        for L in (128, 512, 1024)
+        for V in (4096, 30522)
+    ]
+    s = cost_slopes(rows)
+    assert abs(s["L"]["unguided"][4096] - 2.0) < 1e-9 and abs(s["L"]["topk32"][30522] - 2.5) < 1e-9
+    assert abs(s["V"]["unguided"][128] - 0.5) < 1e-9 and abs(s["V"]["topk32"][1024] - 0.25) < 1e-9
+    assert cost_slopes(rows[:1])["L"]["unguided"][4096] is None  # one point: no slope
+    path = plot_sampler_cost(rows, tmp_path / "cost.png")
+    assert path.is_file() and path.stat().st_size > 1000

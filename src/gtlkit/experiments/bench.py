@@ -440,7 +440,11 @@ def sampler_cmd(
         "(planned sampler; 0: extrapolate from the cost model)",
     ),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda if available)"),
-    out: Path = typer.Option(None, help="write results.json and table.md here"),
+    out: Path = typer.Option(
+        None,
+        help="write results.json and table.md here (several L or V: also cost.png, log-log "
+        "cost against L and V, and slopes.json, its exponents)",
+    ),
     json_output: bool = typer.Option(False, "--json", help="print results as JSON"),
 ) -> None:
     """Samples per second and ratio rows per sample for unguided, exact, top-k, Taylor and naive guidance."""
@@ -464,6 +468,11 @@ def sampler_cmd(
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "results.json", payload)
         write_text(out / "table.md", f"Machine: {payload['machine']}\n\n{to_markdown(rows)}\n")
+        if len({r.L for r in rows}) > 1 or len({r.V for r in rows}) > 1:
+            from gtlkit.experiments.bench_plots import cost_slopes, plot_sampler_cost
+
+            plot_sampler_cost(rows, out / "cost.png")
+            write_json(out / "slopes.json", cost_slopes(rows))
     if json_output:
         print(json.dumps(payload, indent=2))
     else:

@@ -43,6 +43,13 @@ import torch
 import typer
 
 from gtlkit._io import write_json, write_text
+from gtlkit.experiments.bench_timing import (
+    PeakMemory,
+    sync,
+    time_estimator,
+    time_pass,
+    time_ratio_rows,
+)
 
 __all__ = ["ALL_METHODS", "ARCHS", "BenchRow", "bench_app", "run_sampler_bench", "to_markdown"]
 
@@ -124,44 +131,6 @@ def _nets(V: int, L: int, device, d_den: int, d_ratio: int, arch: str = "small")
     return (*nets, trained)
 
 
-class _PeakMemory:
-    """Peak memory of a block in MB: CUDA allocations, or resident memory above the start."""
-
-    def __init__(self, device) -> None:
-        self.cuda = torch.device(device).type == "cuda"
-        self.peak_mb: float | None = None
-
-    def __enter__(self) -> _PeakMemory:
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
-            return self
-        import threading
-
-        import psutil
-
-        proc = psutil.Process()
-        self._base = proc.memory_info().rss
-        self._max = self._base
-        self._stop = threading.Event()
-
-        def watch() -> None:
-            while not self._stop.wait(0.002):
-                self._max = max(self._max, proc.memory_info().rss)
-
-        self._thread = threading.Thread(target=watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
-            return
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = (self._max - self._base) / 2**20
-
-
 def _expected_rows(method: str, L: int, V: int, B: int) -> float:
     """Ratio rows for one batch of ``B`` sequences, by the cost formulas."""
     k = {"exact": V, "topk8": min(8, V), "topk32": min(32, V)}.get(method)
@@ -216,68 +185,11 @@ def _run(
             "unigram": {"log_ratio": bag, "top_k": 32, "truncate": "guided"},
         }[method]
         sampler = planned_sample
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     sampler(den, B, L, V, **args, **kw)
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t0
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _time_pass(fn, L, V, B, device, reps=3) -> float:
-    """Seconds for one call ``fn(x, t)`` on a fully masked batch of ``B`` sequences (no grad)."""
-    x = torch.full((B, L), V, device=device)
-    t = torch.ones(B, device=device)
-    with torch.no_grad():
-        fn(x, t)
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn(x, t)
-        _sync(device)
-    return (time.perf_counter() - t0) / reps
-
-
-def _time_ratio_rows(rat, L, V, device, rows=4096, reps=2) -> float:
-    """Seconds per ratio-network row (a sequence of length L), measured on about ``rows`` rows."""
-    from gtlkit.guidance import ExactGuidance
-
-    est = ExactGuidance()
-    k = min(V, rows)
-    n = max(rows // k, 1)
-    x = torch.randint(0, V + 1, (n, L), device=device)
-    bi = torch.arange(n, device=device)
-    pos = torch.zeros(n, dtype=torch.long, device=device)
-    cand = torch.arange(k, device=device).expand(n, k)
-    t = torch.ones(n, device=device)
-    est(rat, x, t, bi, pos, cand)
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        est(rat, x, t, bi, pos, cand)
-    _sync(device)
-    return (time.perf_counter() - t0) / (reps * n * k)
-
-
-def _time_estimator(est, rat, L, V, B, device, reps=3) -> float:
-    """Seconds for one guidance estimate of every token at one position of ``B`` sequences
-    (Taylor: a forward and a backward pass; closed-form scores: one score row each)."""
-    x = torch.full((B, L), V, device=device)
-    bi = torch.arange(B, device=device)
-    pos = torch.zeros(B, dtype=torch.long, device=device)
-    cand = torch.arange(V, device=device).expand(B, V)
-    t = torch.ones(B, device=device)
-    est(rat, x, t, bi, pos, cand)
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        est(rat, x, t, bi, pos, cand)
-    _sync(device)
-    return (time.perf_counter() - t0) / reps
 
 
 def run_sampler_bench(
@@ -311,21 +223,21 @@ def run_sampler_bench(
     for L in lengths:
         for V in vocabs:
             den, rat, head, trained = _nets(V, L, device, d_den, d_ratio, arch)
-            t_den = _time_pass(den, L, V, batch, device)
-            t_row = _time_ratio_rows(rat, L, V, device)
+            t_den = time_pass(den, L, V, batch, device)
+            t_row = time_ratio_rows(rat, L, V, device)
             from gtlkit.guidance import ExactGuidance, TaylorGuidance
 
             bag = _bag(L, V, device) if "unigram" in methods else None
             t_tay = t_bag = 0.0
             if "taylor" in methods:
-                t_tay = _time_estimator(TaylorGuidance(num_ids=V + 1), rat, L, V, batch, device)
+                t_tay = time_estimator(TaylorGuidance(num_ids=V + 1), rat, L, V, batch, device)
             if bag is not None:
-                t_bag = _time_estimator(ExactGuidance(), bag, L, V, batch, device)
+                t_bag = time_estimator(ExactGuidance(), bag, L, V, batch, device)
             t_head = 0.0
             if "amortised" in methods:  # one head pass, the output layer at one row a sequence
                 from gtlkit.guidance import AmortisedGuidance
 
-                t_head = _time_estimator(AmortisedGuidance(), head, L, V, batch, device)
+                t_head = time_estimator(AmortisedGuidance(), head, L, V, batch, device)
             for method in methods:
                 calls = L  # one denoiser pass per revealed position (planned) or grid step (naive)
                 total_rows = _expected_rows(method, L, V, batch)
@@ -340,7 +252,7 @@ def run_sampler_bench(
                 peak = None
                 steps = None
                 if estimate <= budget_s:
-                    with _PeakMemory(device) as mem:
+                    with PeakMemory(device) as mem:
                         secs = _run(method, den, rat, L, V, batch, device, head, bag)
                     extrap, peak = False, mem.peak_mb
                 elif partial_steps > 0 and method != "naive":
@@ -348,7 +260,7 @@ def run_sampler_bench(
                     # of m steps without the run's fixed costs (setup, first-call warm-up)
                     steps = min(partial_steps, L // 2)
                     short = _run(method, den, rat, L, V, batch, device, head, bag, steps)
-                    with _PeakMemory(device) as mem:
+                    with PeakMemory(device) as mem:
                         long = _run(method, den, rat, L, V, batch, device, head, bag, 2 * steps)
                     secs = (long - short) * L / steps
                     extrap, peak = False, mem.peak_mb

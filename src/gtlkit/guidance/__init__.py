@@ -1,6 +1,7 @@
 """Guidance: estimators of candidate log-ratios and the wrappers that turn trained nets into them."""
 
 from .amortised import AmortisedGuidance, ScoreHead
+from .bundle import GuidanceBundle
 from .diagnostics import stepwise_overlap
 from .estimators import (
     ESTIMATORS,
@@ -14,7 +15,6 @@ from .estimators import (
 )
 from .models import (
     DomainClassifier,
-    GuidanceBundle,
     LearnedPlanner,
     LogRatioModel,
     NoisyClassifierRatio,

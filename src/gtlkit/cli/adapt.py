@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from gtlkit.cli._options import config_options
-from gtlkit.pipelines.adapt import AdaptConfig
+from gtlkit.pipelines.adapt_config import AdaptConfig
 
 __all__ = ["adapt", "register", "sample"]
 
@@ -27,7 +27,7 @@ def _fail(e: Exception) -> None:
 def _user_errors() -> tuple[type[Exception], ...]:
     from gtlkit.data.text import TextDataError
     from gtlkit.hub import LoadError
-    from gtlkit.pipelines.adapt import AdaptError
+    from gtlkit.pipelines.adapt_config import AdaptError
 
     # FloatingPointError: NaN or infinite outputs of the model or the ratio network
     return (AdaptError, TextDataError, LoadError, FileNotFoundError, FloatingPointError)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gtlkit.pipelines.adapt import RUN_FORMAT, RUN_VERSION, AdaptError
+from gtlkit.pipelines.adapt_config import RUN_FORMAT, RUN_VERSION, AdaptError
 from gtlkit.training.distributed import rank_world
 
 __all__ = ["AdaptedRun", "init_processes", "load_run", "process_group", "write_jsonl"]

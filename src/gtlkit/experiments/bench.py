@@ -23,7 +23,9 @@ A configuration whose predicted run exceeds ``budget_s`` is not run in full. Wit
 (a batch whose other positions are given, ``x_init``): their difference, scaled by ``L / m``,
 is the time of the whole run without its fixed costs. Every step of the planned sampler does
 the same work (one denoiser pass over all ``L`` positions, the same number of ratio rows), so
-this measures the whole per-step cost, bookkeeping included (the table marks it with †). Otherwise (and always for ``naive``, whose steps differ) its time is
+this measures the whole per-step cost, bookkeeping included (the table marks it with †). Where
+noise swamps the difference (tiny runs), the 2m-step run scaled by ``L / 2m`` is used instead
+(fixed costs included: an upper bound). Otherwise (and always for ``naive``, whose steps differ) its time is
 extrapolated from the measured cost per denoiser call and per ratio row (marked *). Runs that
 are measured record the cost model's prediction beside the measurement, which checks it.
 Peak memory of a run that is executed: on CUDA the peak allocated by torch, on the CPU the
@@ -262,7 +264,10 @@ def run_sampler_bench(
                     short = _run(method, den, rat, L, V, batch, device, head, bag, steps)
                     with PeakMemory(device) as mem:
                         long = _run(method, den, rat, L, V, batch, device, head, bag, 2 * steps)
-                    secs = (long - short) * L / steps
+                    # noise can swamp m steps of a tiny run: then the 2m-step run scaled as a
+                    # whole (fixed costs included, so an upper bound) is the measurement
+                    diff = long - short
+                    secs = diff * L / steps if diff > 0 else long * L / (2 * steps)
                     extrap, peak = False, mem.peak_mb
                 else:
                     secs = estimate

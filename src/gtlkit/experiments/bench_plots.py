@@ -42,6 +42,8 @@ def cost_slopes(rows: list) -> dict[str, dict[str, dict[int, float | None]]]:
     by_v: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
     for r in map(_row, rows):
         secs = r["seconds_per_batch"]
+        if not secs > 0:  # no time measured: no point on a log scale
+            continue
         by_l[r["method"]][r["V"]].append((r["L"], secs))
         by_v[r["method"]][r["L"]].append((r["V"], secs))
     return {
@@ -70,7 +72,7 @@ def plot_sampler_cost(rows: list, path: str | Path, skip: tuple[str, ...] = ("na
             pts = sorted(
                 (r[xkey], r["seconds_per_batch"] / r["batch"], r["extrapolated"])
                 for r in rs
-                if r["method"] == m and r[fixkey] == fixed
+                if r["method"] == m and r[fixkey] == fixed and r["seconds_per_batch"] > 0
             )
             if not pts:
                 continue

@@ -353,8 +353,8 @@ def sampler_cmd(
     ),
     partial_steps: int = typer.Option(
         0,
-        help="over the budget, measure this many steps of a real run and scale by L / steps "
-        "(planned sampler; 0: extrapolate from the cost model)",
+        help="over the budget, time the last m and 2m steps of real runs and scale their "
+        "difference by L / m (planned sampler; 0: extrapolate from the cost model)",
     ),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda if available)"),
     out: Path = typer.Option(

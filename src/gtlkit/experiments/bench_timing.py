@@ -67,39 +67,35 @@ def time_pass(fn, L, V, B, device, reps=3) -> float:
     return (time.perf_counter() - t0) / reps
 
 
+def _time_queries(est, rat, x, k: int, reps: int) -> float:
+    """Seconds for one call of the guidance estimator ``est`` on one query per row of ``x``
+    (``[n, L]``, position 0, the first ``k`` tokens as candidates), after one warm-up call."""
+    n, dev = x.shape[0], x.device
+    bi = torch.arange(n, device=dev)
+    pos = torch.zeros(n, dtype=torch.long, device=dev)
+    cand = torch.arange(k, device=dev).expand(n, k)
+    t = torch.ones(n, device=dev)
+    est(rat, x, t, bi, pos, cand)
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        est(rat, x, t, bi, pos, cand)
+    sync(dev)
+    return (time.perf_counter() - t0) / reps
+
+
 def time_ratio_rows(rat, L, V, device, rows=4096, reps=2) -> float:
     """Seconds per ratio-network row (a sequence of length L), measured on about ``rows`` rows."""
     from gtlkit.guidance import ExactGuidance
 
-    est = ExactGuidance()
     k = min(V, rows)
     n = max(rows // k, 1)
     x = torch.randint(0, V + 1, (n, L), device=device)
-    bi = torch.arange(n, device=device)
-    pos = torch.zeros(n, dtype=torch.long, device=device)
-    cand = torch.arange(k, device=device).expand(n, k)
-    t = torch.ones(n, device=device)
-    est(rat, x, t, bi, pos, cand)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        est(rat, x, t, bi, pos, cand)
-    sync(device)
-    return (time.perf_counter() - t0) / (reps * n * k)
+    return _time_queries(ExactGuidance(), rat, x, k, reps) / (n * k)
 
 
 def time_estimator(est, rat, L, V, B, device, reps=3) -> float:
     """Seconds for one guidance estimate of every token at one position of ``B`` sequences
     (Taylor: a forward and a backward pass; closed-form scores: one score row each)."""
     x = torch.full((B, L), V, device=device)
-    bi = torch.arange(B, device=device)
-    pos = torch.zeros(B, dtype=torch.long, device=device)
-    cand = torch.arange(V, device=device).expand(B, V)
-    t = torch.ones(B, device=device)
-    est(rat, x, t, bi, pos, cand)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        est(rat, x, t, bi, pos, cand)
-    sync(device)
-    return (time.perf_counter() - t0) / reps
+    return _time_queries(est, rat, x, V, reps)

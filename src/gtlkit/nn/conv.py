@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from gtlkit.nn.heads import ScalarNet
 from gtlkit.nn.serialization import register_class
-from gtlkit.nn.transformer import TimeEmbedding, TransformerConfig, prepare_inputs
+from gtlkit.nn.transformer import TransformerConfig, embed_with_time, time_input
 
 __all__ = ["DEFAULT_CONV_KERNEL", "ConvScalarNet"]
 
@@ -53,32 +53,14 @@ class ConvScalarNet(ScalarNet):
         self.act = nn.GELU(approximate="tanh")
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(approximate="tanh"), nn.Linear(d, 1))
-        self.time_emb: TimeEmbedding | None = None
-        self.time_proj: nn.Linear | None = None
-        if config.time_conditioning:
-            self.time_emb = TimeEmbedding(config.cond_dim)
-            self.time_proj = nn.Linear(config.cond_dim, d)
-            nn.init.zeros_(self.time_proj.weight)
-            nn.init.zeros_(self.time_proj.bias)
+        self.time_emb, self.time_proj = time_input(config, d)
 
     def init_kwargs(self) -> dict:
         return {}
 
     def features(self, x_t: Tensor, t: Tensor | float | None = None) -> Tensor:
         """Per-position features ``FloatTensor[B, L, d_model]`` of ids ``[B, L]`` or one-hot rows."""
-        cfg = self.config
-        if t is None:
-            if cfg.time_conditioning:
-                raise ValueError("ConvScalarNet is time-conditioned: pass t")
-            t = 0.0
-        x_t, t = prepare_inputs(x_t, t, cfg.vocab_size + 1, cfg.seq_len)
-        if x_t.is_floating_point():
-            e = x_t.to(self.embed.weight.dtype) @ self.embed.weight
-        else:
-            e = self.embed(x_t)
-        if self.time_emb is not None and self.time_proj is not None:
-            e = e + self.time_proj(self.time_emb(t))[:, None, :]
-        h = e.transpose(1, 2)  # [B, d, L]
+        h = embed_with_time(self, x_t, t).transpose(1, 2)  # [B, d, L]
         for conv in self.convs:
             h = h + self.drop(self.act(conv(h)))
         return h.transpose(1, 2)

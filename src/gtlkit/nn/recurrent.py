@@ -15,7 +15,7 @@ from gtlkit.nn.bag import BagScalarNet
 from gtlkit.nn.conv import ConvScalarNet
 from gtlkit.nn.heads import ScalarNet
 from gtlkit.nn.serialization import register_class
-from gtlkit.nn.transformer import TimeEmbedding, TransformerConfig, prepare_inputs
+from gtlkit.nn.transformer import TransformerConfig, embed_with_time, time_input
 
 __all__ = ["SCALAR_ARCHS", "RecurrentScalarNet", "build_scalar_net"]
 
@@ -59,13 +59,7 @@ class RecurrentScalarNet(ScalarNet):
         )
         self.head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(approximate="tanh"), nn.Linear(d, 1))
         # created last so that the untimed net draws the same initial weights as before
-        self.time_emb: TimeEmbedding | None = None
-        self.time_proj: nn.Linear | None = None
-        if config.time_conditioning:
-            self.time_emb = TimeEmbedding(config.cond_dim)
-            self.time_proj = nn.Linear(config.cond_dim, d)
-            nn.init.zeros_(self.time_proj.weight)
-            nn.init.zeros_(self.time_proj.bias)
+        self.time_emb, self.time_proj = time_input(config, d)
 
     readout = "sum"
 
@@ -74,19 +68,7 @@ class RecurrentScalarNet(ScalarNet):
 
     def features(self, x_t: Tensor, t: Tensor | float | None = None) -> Tensor:
         """GRU states ``FloatTensor[B, L, 2 d]`` of ids ``[B, L]`` or one-hot rows."""
-        cfg = self.config
-        if t is None:
-            if cfg.time_conditioning:
-                raise ValueError("RecurrentScalarNet is time-conditioned: pass t")
-            t = 0.0
-        x_t, t = prepare_inputs(x_t, t, cfg.vocab_size + 1, cfg.seq_len)
-        if x_t.is_floating_point():
-            e = x_t.to(self.embed.weight.dtype) @ self.embed.weight
-        else:
-            e = self.embed(x_t)
-        if self.time_emb is not None and self.time_proj is not None:
-            e = e + self.time_proj(self.time_emb(t))[:, None, :]
-        h, _ = self.rnn(e)
+        h, _ = self.rnn(embed_with_time(self, x_t, t))
         return h
 
     def forward(self, x_t: Tensor, t: Tensor | float | None = None) -> Tensor:

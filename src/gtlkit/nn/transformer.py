@@ -24,7 +24,15 @@ from torch import Tensor, nn
 
 from gtlkit.config import ConfigBase
 
-__all__ = ["Backbone", "TimeEmbedding", "TransformerBlock", "TransformerConfig", "prepare_inputs"]
+__all__ = [
+    "Backbone",
+    "TimeEmbedding",
+    "TransformerBlock",
+    "TransformerConfig",
+    "embed_with_time",
+    "prepare_inputs",
+    "time_input",
+]
 
 
 @dataclass
@@ -309,3 +317,41 @@ class Backbone(nn.Module):
             shift, scale = self.adaln_f(F.silu(c)).chunk(2, dim=-1)
             h = _modulate(h, shift, scale)
         return h
+
+
+def time_input(
+    config: TransformerConfig, width: int
+) -> tuple[TimeEmbedding | None, nn.Linear | None]:
+    """``(time_emb, time_proj)`` of a body that adds a projected time embedding to its token
+    embeddings (``(None, None)`` without ``time_conditioning``); the projection starts at zero,
+    so an untrained timed body ignores ``t``."""
+    if not config.time_conditioning:
+        return None, None
+    time_emb = TimeEmbedding(config.cond_dim)
+    time_proj = nn.Linear(config.cond_dim, width)
+    nn.init.zeros_(time_proj.weight)
+    nn.init.zeros_(time_proj.bias)
+    return time_emb, time_proj
+
+
+def embed_with_time(net: nn.Module, x_t: Tensor, t: Tensor | float | None) -> Tensor:
+    """Token embeddings ``FloatTensor[B, L, d]`` of ids ``[B, L]`` or one-hot rows
+    ``[B, L, V + 1]``, plus the projected time embedding where ``net`` has one.
+
+    ``net`` has ``config`` (a :class:`TransformerConfig`), ``embed`` (an ``nn.Embedding`` of
+    ``V + 1`` rows) and ``time_emb`` / ``time_proj`` from :func:`time_input`. ``t=None`` is
+    refused for a time-conditioned ``net``.
+    """
+    cfg = net.config
+    if t is None:
+        if cfg.time_conditioning:
+            raise ValueError(f"{type(net).__name__} is time-conditioned: pass t")
+        t = 0.0
+    x_t, t = prepare_inputs(x_t, t, cfg.vocab_size + 1, cfg.seq_len)
+    if x_t.is_floating_point():
+        e = x_t.to(net.embed.weight.dtype) @ net.embed.weight
+    else:
+        e = net.embed(x_t)
+    if net.time_emb is not None and net.time_proj is not None:
+        e = e + net.time_proj(net.time_emb(t))[:, None, :]
+    return e

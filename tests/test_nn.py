@@ -325,6 +325,40 @@ def test_conv_net_is_local_additive_and_round_trips(tmp_path):
         timed(torch.randint(0, 5, (2, 6)), None)
 
 
+# ---- ensembles of scalar nets (RatioConfig.ensemble) ----------------------------------------
+
+
+def test_ensemble_net_is_the_members_mean_and_round_trips(tmp_path):
+    """The output is the mean of the members' (ids and one-hot alike); from_members copies the
+    trained weights; save/load keeps the outputs; mismatched members are refused."""
+    from gtlkit.guidance.models import NoisyClassifierRatio, load_wrapper
+    from gtlkit.nn import EnsembleScalarNet
+
+    cfg = _rnn_config()
+    torch.manual_seed(0)
+    nets = [build_scalar_net(cfg, "recurrent").eval() for _ in range(3)]
+    ens = EnsembleScalarNet.from_members(nets, "recurrent").eval()
+    assert ens.num_parameters() == 3 * nets[0].num_parameters()
+    x = torch.randint(0, 5, (4, 6))  # id 4 = [MASK]
+    outs = torch.stack([n(x, None) for n in nets])  # [3, B]
+    assert not torch.allclose(outs[0], outs[1])  # the members differ
+    assert torch.allclose(ens(x, None), outs.mean(0), atol=1e-6)
+    onehot = torch.nn.functional.one_hot(x, 5).float()
+    assert torch.allclose(ens(onehot, None), outs.mean(0), atol=1e-5)
+    wrapper = NoisyClassifierRatio(ens)
+    wrapper.save_pretrained(tmp_path / "ens")
+    loaded = load_wrapper(tmp_path / "ens")
+    assert isinstance(loaded.net, EnsembleScalarNet) and len(loaded.net.members) == 3
+    assert torch.equal(loaded(x, None), wrapper(x, None))
+    other = build_scalar_net(_rnn_config(d_model=16), "recurrent")
+    with pytest.raises(ValueError, match="share"):
+        EnsembleScalarNet.from_members([nets[0], other], "recurrent")
+    with pytest.raises(ValueError, match="builds"):
+        EnsembleScalarNet.from_members(nets, "conv")
+    with pytest.raises(ValueError, match="at least one"):
+        EnsembleScalarNet(cfg, "recurrent", members=0)
+
+
 # ---- the transformer with a summed readout (arch="transformer_sum") -------------------------
 
 

@@ -383,6 +383,54 @@ def test_conv_noisy_classifier_recovers_log_h(problem):
     assert err < 0.4 * base
 
 
+def test_ensemble_averages_independent_fits_and_round_trips(problem, tmp_path):
+    """RatioConfig(ensemble=3): member 0 is the single fit, the log h is the mean of the
+    members', whose error it cannot exceed on average (|.| is convex), the parameter cap holds
+    for the whole ensemble, and the bundle round-trips."""
+    from gtlkit.nn import EnsembleScalarNet
+
+    process = MaskedProcess(V)
+    src, tgt = problem["source"][:3000], problem["target"][:40]  # few target rows: noisy fits
+    kw = dict(
+        arch="recurrent",
+        estimator="noisy_classifier",
+        time_conditioning=False,
+        noisy_steps=80,
+        ema_decay=0.99,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        single = fit_ratio(src, tgt, process, small_fit_config(**kw))
+        b = fit_ratio(src, tgt, process, small_fit_config(ensemble=3, **kw), out_dir=tmp_path)
+    ens = b.log_ratio.net
+    assert isinstance(ens, EnsembleScalarNet) and len(ens.members) == 3
+    assert b.metrics["net_params"] == 3 * single.metrics["net_params"]
+    assert len(b.metrics["noisy_classifier"]["members"]) == 3
+    z = all_sequences(V + 1, L)
+    member0 = NoisyClassifierRatio(ens.members[0])
+    assert torch.allclose(member0(z, None), single.log_ratio(z, None), atol=1e-5)
+    outs = torch.stack([NoisyClassifierRatio(m)(z, None) for m in ens.members])
+    assert torch.allclose(b.log_ratio(z, None), outs.mean(0), atol=1e-5)
+    assert (outs[1] - outs[0]).abs().max() > 1e-3  # different seeds, different fits
+    errs = [
+        weighted_log_h_error(NoisyClassifierRatio(m), problem["p"], problem["q"], process)
+        for m in ens.members
+    ]
+    err = weighted_log_h_error(b.log_ratio, problem["p"], problem["q"], process)
+    print(f"\nensemble of 3: log h MAE {err:.4f}, members {[round(e, 4) for e in errs]}")
+    assert err <= sum(errs) / 3 + 1e-9
+    loaded = GuidanceBundle.load(tmp_path / "bundle")
+    assert torch.equal(loaded.log_ratio(z, None), b.log_ratio(z, None))
+    capped = small_fit_config(ensemble=3, max_param_fraction=0.5, **kw)
+    cap = 3 * single.metrics["net_params"] - 1  # one member of the uncapped size is too big
+    net_cfg = make_net_config(capped, V, L, False, max_params=cap)
+    assert net_cfg.d_model < 32 and 3 * RecurrentScalarNet(net_cfg).num_parameters() <= cap
+    with pytest.raises(ValueError, match="noisy_classifier"):
+        RatioConfig(ensemble=2, estimator="regression")
+    with pytest.raises(ValueError, match="ensemble"):
+        RatioConfig(ensemble=0)
+
+
 def test_recurrent_ratio_net_recovers_log_h_and_round_trips(problem, tmp_path):
     """arch="recurrent" runs through every stage of fit_ratio and learns log h (ratio space)."""
     process = MaskedProcess(V)

@@ -6,11 +6,13 @@ per sequence: classifier logit, log-ratio), ``PositionNet`` (per-position planne
 (a GRU body with an additive readout, ``arch="recurrent"`` of :func:`build_scalar_net`; the
 transformer with a summed readout is ``arch="transformer_sum"``; ``BagScalarNet``, one weight per
 token summed over revealed positions, is ``arch="bag"``; ``ConvScalarNet``, local convolutions
-with an additive readout, is ``arch="conv"``).
+with an additive readout, is ``arch="conv"``); ``EnsembleScalarNet`` averages several scalar
+nets of one body).
 """
 
 from gtlkit.nn.bag import BagScalarNet
 from gtlkit.nn.conv import ConvScalarNet
+from gtlkit.nn.ensemble import EnsembleScalarNet
 from gtlkit.nn.heads import (
     READOUTS,
     SUBS_NEG,
@@ -31,6 +33,7 @@ __all__ = [
     "BagScalarNet",
     "ConvScalarNet",
     "DenoiserNet",
+    "EnsembleScalarNet",
     "GTLNet",
     "PositionNet",
     "RecurrentScalarNet",

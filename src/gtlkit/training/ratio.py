@@ -51,11 +51,11 @@ from gtlkit.training.ratio_config import (
     resolve_time_conditioning,
 )
 from gtlkit.training.ratio_crossfit import cross_fit_log_ratios
+from gtlkit.training.ratio_noisy import train_noisy_classifier
 from gtlkit.training.ratio_stages import (
     check_sequences,
     split_holdout,
     train_domain_classifier,
-    train_noisy_classifier,
     train_ratio_net,
 )
 from gtlkit.training.ratio_unigram import check_unigram_process, fit_unigram_ratio
@@ -194,7 +194,8 @@ def fit_ratio(
         if is_main_process():  # under torchrun / accelerate launch only the main process writes
             write_json(Path(out_dir) / "ratio_config.json", resolved)
 
-    metrics: dict = {"net_params": build_scalar_net(net_cfg, cfg.arch).num_parameters()}
+    net_params = build_scalar_net(net_cfg, cfg.arch).num_parameters() * cfg.ensemble
+    metrics: dict = {"net_params": net_params}
     if denoiser_params:
         metrics["param_fraction"] = metrics["net_params"] / denoiser_params
     regression = cfg.estimator == "regression"
@@ -216,7 +217,8 @@ def fit_ratio(
     noisy = None
     if use_noisy:
         stage += 1
-        _say(cfg, f"stage {stage}/{n_stages}: noisy-data classifier")
+        members = f" (ensemble of {cfg.ensemble})" if cfg.ensemble > 1 else ""
+        _say(cfg, f"stage {stage}/{n_stages}: noisy-data classifier{members}")
         noisy, metrics["noisy_classifier"] = train_noisy_classifier(
             src_tr, tgt_tr, process, net_cfg, cfg, val, out_dir
         )

@@ -8,8 +8,9 @@ Each stage is a loss for the generic loop :func:`gtlkit.training.train`:
    ``z_t ~ k_t(. | x0)``, ``x0 ~ p``, against ``r(x0)`` (:func:`gtlkit.losses.ratio_regression_loss`
    in ``cfg.space``), with an optional cycle term on noised TARGET rows against a noisy-data
    classifier: ``cycle_weight * (log h_phi - log h_noisy)^2``.
-3. :func:`train_noisy_classifier`: a classifier of noised rows of both domains at random ``t``;
-   with balanced batches its logit estimates ``log h_t`` directly (an estimator on its own).
+3. :func:`~gtlkit.training.ratio_noisy.train_noisy_classifier` (in its own module): a
+   classifier of noised rows of both domains at random ``t``; with balanced batches its logit
+   estimates ``log h_t`` directly (an estimator on its own), one net or an ensemble.
 
 All tensors of sequences are ``LongTensor[N, L]`` of clean ids in ``[0, V)``.
 """
@@ -25,24 +26,20 @@ import torch
 from torch import Tensor
 
 from gtlkit._io import module_device
-from gtlkit.guidance.models import DomainClassifier, NoisyClassifierRatio, RatioNetwork
+from gtlkit.guidance.models import DomainClassifier, RatioNetwork
 from gtlkit.losses.ratio import bce_loss, check_scalar_output, ratio_regression_loss
 from gtlkit.metrics.ratio import (
     batched,
     classifier_metrics,
-    noisy_classifier_metrics,
-    noisy_log_loss,
 )
 from gtlkit.nn import TransformerConfig, build_scalar_net
 from gtlkit.processes import Process
-from gtlkit.training.callbacks import EarlyStopping
 from gtlkit.training.loop import train
 from gtlkit.training.ratio_config import RatioConfig, check_time_conditioning
 
 __all__ = [
     "split_holdout",
     "train_domain_classifier",
-    "train_noisy_classifier",
     "train_ratio_net",
 ]
 
@@ -217,107 +214,6 @@ def train_domain_classifier(
         **classifier_metrics(clf.log_ratio_clean, vs, vt),
     }
     return clf, metrics
-
-
-# --------------------------------------------------------------------------------------------
-# Stage 3: noisy-data classifier (an estimator of log h_t by itself)
-# --------------------------------------------------------------------------------------------
-
-
-def train_noisy_classifier(
-    source: Tensor,
-    target: Tensor,
-    process: Process,
-    net_config: TransformerConfig,
-    cfg: RatioConfig,
-    val: tuple[Tensor, Tensor] | None = None,
-    out_dir: str | Path | None = None,
-    eval_times: tuple[float, ...] = (0.25, 0.5, 0.75),
-) -> tuple[NoisyClassifierRatio, dict]:
-    """Train a scalar net ``(z_t, t)`` with BCE on noised rows of both domains at random ``t``.
-
-    Every step pairs ``cfg.batch_size`` source rows (the loop's batch) with as many target
-    rows drawn with replacement, each row noised at its own ``t ~ U(t_min, t_max)``, so the
-    classes are balanced and the logit estimates ``log q_t / p_t`` with ``prior_log_odds = 0``.
-    The weights are initialised under ``torch.manual_seed(cfg.seed)`` and the loop runs with
-    ``seed=cfg.seed``. With ``cfg.patience_steps`` set the run is early-stopped on the
-    balanced log-loss of ``val`` (required) and keeps its best weights
-    (``metrics["early_stopping"]``). Metrics: AUROC (``auroc_t{t}``) and the calibration of
-    :func:`gtlkit.metrics.noisy_classifier_metrics` (``calibration``) at ``eval_times``, on
-    ``val`` or, flagged in ``on``, on the training rows.
-    """
-    check_time_conditioning(net_config.time_conditioning, process, "a noisy classifier")
-    net = _build(net_config, cfg, "noisy_classifier")
-    target_cpu = target.cpu()
-    lo, hi = cfg.t_min, cfg.t_max
-
-    def loss_fn(model, batch, generator):
-        xs = batch[0] if isinstance(batch, (tuple, list)) else batch  # [B, L]
-        B, dev = xs.shape[0], xs.device
-        xt = _draw_rows(target_cpu, B, generator, dev)
-        x0 = torch.cat([xs, xt])  # [2B, L]
-        t = _sample_t(2 * B, lo, hi, generator, dev)  # [2B]
-        z = _noise(process, x0, t, generator)
-        logits = model(z, t)
-        labels = torch.cat([torch.zeros(B), torch.ones(B)]).to(logits.device)
-        return bce_loss(logits, labels)
-
-    stopper, val_fn, val_rows = None, None, None
-    if cfg.patience_steps is not None:
-        if val is None:
-            raise ValueError(
-                "RatioConfig.patience_steps early-stops on held-out rows: pass val_source and "
-                "val_target to fit_ratio or set val_fraction > 0"
-            )
-        val_rows = (val[0][: cfg.eval_max_rows], val[1][: cfg.eval_max_rows])
-
-        def val_fn(model, rows):
-            wrapped = NoisyClassifierRatio(model, prior_log_odds=0.0)
-            loss = noisy_log_loss(
-                wrapped, process, *rows, repeats=cfg.heldout_repeats, seed=_EARLY_STOP_SEED
-            )
-            return {"heldout_log_loss": loss}
-
-        stopper = EarlyStopping("heldout_log_loss", cfg.patience_steps, mode="min")
-    tcfg = cfg.train_config(
-        cfg.noisy_steps,
-        seed_offset=_SEEDS["noisy_classifier"][1],
-        eval_every=cfg.eval_every if stopper is not None else 0,
-    )
-    result = train(
-        net,
-        loss_fn,
-        source,
-        tcfg,
-        out_dir=_stage_dir(out_dir, "noisy_classifier"),
-        val_data=val_rows,
-        val_fn=val_fn,
-        callbacks=[stopper] if stopper is not None else None,
-    )
-    stopping: dict = {}
-    if stopper is not None:
-        if stopper.best_state is not None:  # a resumed, already finished run validates nothing
-            stopper.restore(result.model)
-        stopping = {
-            "best_step": stopper.best_step,
-            "best_log_loss": stopper.best_value,
-            "steps_run": result.steps,
-            "stopped_early": bool(result.stopped_early),
-            "n_eval_source": len(val_rows[0]),
-            "n_eval_target": len(val_rows[1]),
-        }
-    model = NoisyClassifierRatio(result.model.cpu().eval(), prior_log_odds=0.0)
-    on = _on(val)
-    vs, vt = val if on == "held_out" else (source, target)
-    calib = noisy_classifier_metrics(model, process, vs, vt, eval_times, seed=cfg.seed + 101)
-    metrics: dict = {"on": on, "n_source": calib.pop("n_source"), "n_target": calib.pop("n_target")}
-    metrics.update({f"auroc_{k}": v["auroc"] for k, v in calib.items()})
-    metrics["calibration"] = calib
-    if result.history:
-        metrics["final_loss"] = float(result.history[-1].get("loss", math.nan))
-    if stopping:
-        metrics["early_stopping"] = stopping
-    return model, metrics
 
 
 # --------------------------------------------------------------------------------------------

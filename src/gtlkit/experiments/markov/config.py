@@ -55,16 +55,21 @@ PAPER_GTL_TARGETS = {1000: 0.02, 100: 0.04, 20: 0.08}
 """Our goal for GTL's mean absolute error per n (mean over the reported seeds), set well
 below the paper's GTL figures (docs/markov.md)."""
 
-# settings added after results were saved: left out of every hash while ratio_patience is
-# off (None), so results saved before it existed keep their fingerprints
-_LATER_FIELDS = ("ratio_patience", "ratio_eval_every")
+# settings added after results were saved: left out of every hash while they are off
+# (ratio_patience None, ratio_ensemble 1), so results saved before they existed keep their
+# fingerprints
+_LATER_FIELDS = ("ratio_patience", "ratio_eval_every", "ratio_ensemble")
 
 
 def hashed(config: dict) -> dict:
     """``config`` without the later fields while they are off (see ``_LATER_FIELDS``)."""
+    out = dict(config)
     if config.get("ratio_patience") is None:
-        return {k: v for k, v in config.items() if k not in _LATER_FIELDS}
-    return dict(config)
+        out.pop("ratio_patience", None)
+        out.pop("ratio_eval_every", None)
+    if config.get("ratio_ensemble", 1) == 1:
+        out.pop("ratio_ensemble", None)
+    return out
 
 
 # fields that choose which runs to do, not how a run is done (left out of the fingerprint)
@@ -161,6 +166,11 @@ class MarkovExperimentConfig(ConfigBase):
     ratio_eval_every: int = setting(
         50, "Held-out log-loss of the ratio network every this many steps."
     )
+    ratio_ensemble: int = setting(
+        1,
+        "Noisy classifiers averaged into log h (other seeds, each early-stopped on its own); "
+        "noisy_classifier estimator only.",
+    )
     gamma: float | None = setting(
         None,
         "Guidance strength; default: the one minimising the guided held-out NELBO.",
@@ -216,6 +226,8 @@ class MarkovExperimentConfig(ConfigBase):
             raise ValueError(f"gamma must be >= 0 or None, got {self.gamma}")
         if self.n_extra < 0:
             raise ValueError(f"n_extra must be >= 0, got {self.n_extra}")
+        if self.ratio_ensemble < 1:
+            raise ValueError(f"ratio_ensemble must be >= 1, got {self.ratio_ensemble}")
 
     def _check_choices(self) -> None:
         from gtlkit.experiments.common.gtl import GAMMA_RULES

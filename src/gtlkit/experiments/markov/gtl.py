@@ -33,7 +33,8 @@ def ratio_config(cfg: MarkovExperimentConfig, seed: int):
     at the default width 5). Transformer bodies train at ``min(ratio_lr, 1e-3)`` with EMA
     0.999 (they diverge at the recurrent body's 3e-3), the others at ``ratio_lr`` with EMA
     0.99; ``ratio_steps`` per stage, the noisy classifier early-stopped on the held-out
-    log-loss when ``ratio_patience`` is set.
+    log-loss when ``ratio_patience`` is set; ``ratio_ensemble`` noisy classifiers averaged
+    (the regression estimator has one).
     """
     from gtlkit.training import RatioConfig
 
@@ -60,6 +61,7 @@ def ratio_config(cfg: MarkovExperimentConfig, seed: int):
         mixed_precision="no",
         seed=seed,
         progress=False,
+        ensemble=cfg.ratio_ensemble if cfg.estimator == "noisy_classifier" else 1,
     )
 
 

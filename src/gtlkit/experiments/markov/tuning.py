@@ -75,6 +75,7 @@ RATIO_FIELDS = (
     "ratio_lr",
     "ratio_patience",
     "ratio_eval_every",
+    "ratio_ensemble",
 )
 TUNING_KEY = ("n_target", "method", "candidate", "seed")
 

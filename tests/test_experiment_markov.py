@@ -157,6 +157,23 @@ def test_summarize_and_table():
     assert "| 0.9 |" in table  # gamma column
 
 
+def test_ensemble_size_follows_the_target_set_size():
+    """ratio_ensemble classifiers up to ratio_ensemble_max_n target rows, one above; the
+    regression estimator always has one; the off setting leaves the fingerprint unchanged."""
+    from gtlkit.experiments.markov.gtl import ensemble_size, ratio_config
+
+    cfg = quick_config(ratio_ensemble=5, ratio_ensemble_max_n=100)
+    assert [ensemble_size(cfg, n) for n in (20, 100, 1000)] == [5, 5, 1]
+    assert ratio_config(cfg, 0, 20).ensemble == 5 and ratio_config(cfg, 0, 1000).ensemble == 1
+    assert ensemble_size(cfg.replace(ratio_ensemble_max_n=None), 1000) == 5
+    assert ensemble_size(cfg.replace(estimator="regression"), 20) == 1
+    off = cfg.replace(ratio_ensemble=1)
+    assert off.fingerprint() == off.replace(ratio_ensemble_max_n=7).fingerprint()
+    assert cfg.fingerprint() != cfg.replace(ratio_ensemble_max_n=7).fingerprint()
+    with pytest.raises(ValueError, match="ratio_ensemble"):
+        quick_config(ratio_ensemble=0)
+
+
 # --------------------------------------------------------------------------------------------
 # End to end
 # --------------------------------------------------------------------------------------------
@@ -195,6 +212,14 @@ def test_quick_experiment_end_to_end_and_resume(tmp_path):
     assert by["gtl"]["gamma"] == choice["gamma"] > 0
     assert choice["heldout_nelbo"] < choice["heldout_nelbo_source"]
     assert by["gtl"]["at_temperature"]["gamma"] == by["gtl"]["ratio"]["criterion"]["scale"]
+    # n = 100 <= ratio_ensemble_max_n: log h is the mean of ratio_ensemble (2 here) classifiers
+    from gtlkit.guidance import GuidanceBundle
+    from gtlkit.nn import EnsembleScalarNet
+
+    bundle = GuidanceBundle.load(tmp_path / "models" / "gtl" / "n100_s0" / "bundle")
+    assert isinstance(bundle.log_ratio.net, EnsembleScalarNet)
+    assert len(bundle.log_ratio.net.members) == cfg.ratio_ensemble == 2
+    assert len(by["gtl"]["ratio"]["early_stopping"]) == 2
     # guidance moves the frozen source model toward the target (even in this tiny setting)
     assert by["gtl"]["mean_diag"] > by["source"]["mean_diag"] + 0.1
     assert by["gtl"]["mean_abs_error"] < 0.5 * by["source"]["mean_abs_error"]

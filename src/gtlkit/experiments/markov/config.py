@@ -58,7 +58,7 @@ below the paper's GTL figures (docs/markov.md)."""
 # settings added after results were saved: left out of every hash while they are off
 # (ratio_patience None, ratio_ensemble 1), so results saved before they existed keep their
 # fingerprints
-_LATER_FIELDS = ("ratio_patience", "ratio_eval_every", "ratio_ensemble")
+_LATER_FIELDS = ("ratio_patience", "ratio_eval_every", "ratio_ensemble", "ratio_ensemble_max_n")
 
 
 def hashed(config: dict) -> dict:
@@ -69,6 +69,7 @@ def hashed(config: dict) -> dict:
         out.pop("ratio_eval_every", None)
     if config.get("ratio_ensemble", 1) == 1:
         out.pop("ratio_ensemble", None)
+        out.pop("ratio_ensemble_max_n", None)
     return out
 
 
@@ -167,9 +168,14 @@ class MarkovExperimentConfig(ConfigBase):
         50, "Held-out log-loss of the ratio network every this many steps."
     )
     ratio_ensemble: int = setting(
-        1,
-        "Noisy classifiers averaged into log h (other seeds, each early-stopped on its own); "
-        "noisy_classifier estimator only.",
+        5,
+        "Noisy classifiers averaged into log h (other seeds, each early-stopped on its own) "
+        "where n_target <= ratio_ensemble_max_n; noisy_classifier estimator only.",
+    )
+    ratio_ensemble_max_n: int | None = setting(
+        100,
+        "Largest n_target whose GTL fit is an ensemble (none: every n); larger target sets "
+        "get one classifier.",
     )
     gamma: float | None = setting(
         None,
@@ -228,6 +234,10 @@ class MarkovExperimentConfig(ConfigBase):
             raise ValueError(f"n_extra must be >= 0, got {self.n_extra}")
         if self.ratio_ensemble < 1:
             raise ValueError(f"ratio_ensemble must be >= 1, got {self.ratio_ensemble}")
+        if self.ratio_ensemble_max_n is not None and self.ratio_ensemble_max_n < 1:
+            raise ValueError(
+                f"ratio_ensemble_max_n must be >= 1 or None, got {self.ratio_ensemble_max_n}"
+            )
 
     def _check_choices(self) -> None:
         from gtlkit.experiments.common.gtl import GAMMA_RULES
@@ -300,6 +310,7 @@ def quick_config(**overrides: Any) -> MarkovExperimentConfig:
         patience_steps=75,
         ratio_steps=500,
         ratio_batch=128,
+        ratio_ensemble=2,
         tuned="none",
         quick=True,
     )

@@ -6,7 +6,10 @@ and target training rows, validated on their held-out rows
 classifier (docs/method.md, section 4) whose body is
 :class:`~gtlkit.nn.RecurrentScalarNet` (a bidirectional GRU of width 32 with a summed
 per-position readout; docs/markov.md says why), 1,500 steps of 256 source + 256 target rows
-at lr 3e-3 with EMA 0.99, no time input. The guidance strength ``gamma`` is the one whose
+at lr 3e-3 with EMA 0.99, no time input, early-stopped on the held-out log-loss; where the
+target set is small (``n <= ratio_ensemble_max_n``, default 100) the mean of
+``ratio_ensemble`` (5) such classifiers trained from other seeds (docs/markov.md says why).
+The guidance strength ``gamma`` is the one whose
 guided denoiser has the lowest held-out NELBO on the target's held-out rows
 (:func:`~gtlkit.experiments.common.gtl.choose_gamma`), unless ``cfg.gamma`` fixes it.
 """
@@ -22,10 +25,22 @@ from gtlkit.experiments.common.seeds import seed_int
 from gtlkit.experiments.common.splits import Split
 from gtlkit.experiments.markov.config import MarkovExperimentConfig
 
-__all__ = ["fit_gtl", "gtl_gamma", "ratio_config"]
+__all__ = ["ensemble_size", "fit_gtl", "gtl_gamma", "ratio_config"]
 
 
-def ratio_config(cfg: MarkovExperimentConfig, seed: int):
+def ensemble_size(cfg: MarkovExperimentConfig, n: int | None) -> int:
+    """Noisy classifiers averaged at target-set size ``n``: ``cfg.ratio_ensemble`` where
+    ``n <= cfg.ratio_ensemble_max_n`` (every ``n`` when that is None), else 1; always 1 for the
+    regression estimator. ``n=None`` (size unknown) gets the ensemble only without a limit."""
+    if cfg.estimator != "noisy_classifier":
+        return 1
+    limit = cfg.ratio_ensemble_max_n
+    if limit is None or (n is not None and n <= limit):
+        return cfg.ratio_ensemble
+    return 1
+
+
+def ratio_config(cfg: MarkovExperimentConfig, seed: int, n: int | None = None):
     """The :class:`~gtlkit.training.RatioConfig` of ``cfg``'s GTL fields.
 
     Width ``ratio_hidden``; ``ratio_layers`` GRU layers for the recurrent body, one more
@@ -33,8 +48,8 @@ def ratio_config(cfg: MarkovExperimentConfig, seed: int):
     at the default width 5). Transformer bodies train at ``min(ratio_lr, 1e-3)`` with EMA
     0.999 (they diverge at the recurrent body's 3e-3), the others at ``ratio_lr`` with EMA
     0.99; ``ratio_steps`` per stage, the noisy classifier early-stopped on the held-out
-    log-loss when ``ratio_patience`` is set; ``ratio_ensemble`` noisy classifiers averaged
-    (the regression estimator has one).
+    log-loss when ``ratio_patience`` is set; :func:`ensemble_size` noisy classifiers averaged
+    at target-set size ``n``.
     """
     from gtlkit.training import RatioConfig
 
@@ -61,7 +76,7 @@ def ratio_config(cfg: MarkovExperimentConfig, seed: int):
         mixed_precision="no",
         seed=seed,
         progress=False,
-        ensemble=cfg.ratio_ensemble if cfg.estimator == "noisy_classifier" else 1,
+        ensemble=ensemble_size(cfg, n),
     )
 
 
@@ -87,7 +102,7 @@ def fit_gtl(
     if info_path is not None and info_path.is_file() and (out_dir / "bundle").is_dir():
         return GuidanceBundle.load(out_dir / "bundle").log_ratio, read_json(info_path)
     n = target.train.shape[0] + target.heldout.shape[0]
-    rcfg = ratio_config(cfg, seed_int(seed, n, 5))
+    rcfg = ratio_config(cfg, seed_int(seed, n, 5), n)
     bundle, info = fit_gtl_ratio(
         source,
         target,

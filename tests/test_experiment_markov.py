@@ -170,6 +170,13 @@ def test_ensemble_size_follows_the_target_set_size():
     off = cfg.replace(ratio_ensemble=1)
     assert off.fingerprint() == off.replace(ratio_ensemble_max_n=7).fingerprint()
     assert cfg.fingerprint() != cfg.replace(ratio_ensemble_max_n=7).fingerprint()
+    # a baseline's tuning entries do not depend on GTL's ensemble; GTL's do
+    from gtlkit.experiments.markov.tuning import method_fingerprint
+
+    other = cfg.replace(ratio_ensemble=3, ratio_ensemble_max_n=7).to_dict()
+    for method in ("target_only", "finetuned"):
+        assert method_fingerprint(cfg.to_dict(), method) == method_fingerprint(other, method)
+    assert method_fingerprint(cfg.to_dict(), "gtl") != method_fingerprint(other, "gtl")
     with pytest.raises(ValueError, match="ratio_ensemble"):
         quick_config(ratio_ensemble=0)
 

@@ -76,6 +76,7 @@ RATIO_FIELDS = (
     "ratio_patience",
     "ratio_eval_every",
     "ratio_ensemble",
+    "ratio_ensemble_max_n",
 )
 TUNING_KEY = ("n_target", "method", "candidate", "seed")
 

@@ -41,7 +41,6 @@ class EnsembleScalarNet(ScalarNet):
         self.config = config
         self.arch = arch
         self.members = nn.ModuleList(build_scalar_net(config, arch) for _ in range(int(members)))
-        self.readout = getattr(self.members[0], "readout", "mean")
 
     @classmethod
     def from_members(cls, nets: Sequence[ScalarNet], arch: str) -> EnsembleScalarNet:

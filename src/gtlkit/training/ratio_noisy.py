@@ -81,9 +81,12 @@ def train_noisy_classifier(
     ``val`` or, flagged in ``on``, on the training rows; ``final_loss`` of the (first) loop.
     """
     check_time_conditioning(net_config.time_conditioning, process, "a noisy classifier")
+    rows = (source, target)
     fits = [
-        _train_member((source, target), process, net_config, member_config(cfg, k), val, d)
-        for k, d in ((k, _member_dir(out_dir, k)) for k in range(cfg.ensemble))
+        _train_member(
+            rows, process, net_config, member_config(cfg, k), val, _member_dir(out_dir, k)
+        )
+        for k in range(cfg.ensemble)
     ]
     nets = [net for net, _ in fits]
     net = nets[0] if len(nets) == 1 else EnsembleScalarNet.from_members(nets, cfg.arch).eval()

@@ -369,6 +369,27 @@ def test_noisy_log_loss_ranks_the_exact_log_h_first(ratio_pair):
         noisy_log_loss(exact, process, src, tgt, repeats=0)
 
 
+def test_scores_once_then_any_scale_equals_noisy_log_loss(ratio_pair):
+    """noisy_log_ratios + balanced_log_loss is noisy_log_loss exactly (the same draws), and
+    heldout_criterion's search over scales on cached scores agrees with direct evaluation."""
+    from gtlkit.experiments.common.gtl import heldout_criterion
+    from gtlkit.metrics import balanced_log_loss, noisy_log_loss, noisy_log_ratios
+
+    process, exact = ratio_pair["process"], ratio_pair["exact"]
+    src, tgt = ratio_pair["source"][:500], ratio_pair["target"][:300]
+    s_src, s_tgt = noisy_log_ratios(exact, process, src, tgt, repeats=3, seed=4)
+    assert s_src.shape == (1500,) and s_tgt.shape == (900,) and s_src.dtype == torch.float64
+    for scale in (0.0, 0.37, 1.0, 2.5):
+        direct = noisy_log_loss(exact, process, src, tgt, repeats=3, seed=4, scale=scale)
+        assert balanced_log_loss(s_src, s_tgt, scale) == direct
+    crit = heldout_criterion(exact, process, src, tgt, repeats=3, seed=4)
+    at = lambda s: noisy_log_loss(exact, process, src, tgt, repeats=3, seed=4, scale=s)  # noqa: E731
+    assert crit["log_loss"] == at(crit["scale"]) and crit["log_loss_at_1"] == at(1.0)
+    assert all(crit["log_loss"] <= at(crit["scale"] + d) + 1e-12 for d in (-0.05, 0.05))
+    with pytest.raises(ValueError, match="repeats"):
+        noisy_log_ratios(exact, process, src, tgt, repeats=0)
+
+
 def test_noisy_classifier_metrics_and_overlap(ratio_pair):
     from gtlkit.metrics import noisy_classifier_metrics, noisy_overlap
 

@@ -22,10 +22,12 @@ from .overlap import (
     overlap_report_from_labels,
 )
 from .ratio import (
+    balanced_log_loss,
     binary_metrics,
     classifier_metrics,
     noisy_classifier_metrics,
     noisy_log_loss,
+    noisy_log_ratios,
     noisy_overlap,
 )
 
@@ -36,6 +38,7 @@ __all__ = [
     "ReliabilityTable",
     "accuracy",
     "auroc",
+    "balanced_log_loss",
     "bigram_counts",
     "bigram_transition_estimate",
     "binary_metrics",
@@ -45,6 +48,7 @@ __all__ = [
     "markov_metrics",
     "noisy_classifier_metrics",
     "noisy_log_loss",
+    "noisy_log_ratios",
     "noisy_overlap",
     "overlap_report",
     "overlap_report_from_labels",

@@ -33,10 +33,12 @@ from gtlkit.metrics.classification import accuracy, auroc, expected_calibration_
 from gtlkit.metrics.overlap import overlap_report
 
 __all__ = [
+    "balanced_log_loss",
     "binary_metrics",
     "classifier_metrics",
     "noisy_classifier_metrics",
     "noisy_log_loss",
+    "noisy_log_ratios",
     "noisy_overlap",
 ]
 
@@ -67,6 +69,52 @@ def _check_rows(x: Tensor, name: str) -> Tensor:
     return x.long().cpu()
 
 
+def noisy_log_ratios(
+    log_ratio: LogRatioFn,
+    process,
+    source: Tensor,
+    target: Tensor,
+    *,
+    repeats: int = 4,
+    seed: int = 0,
+    t_range: tuple[float, float] = (0.0, 1.0),
+) -> tuple[Tensor, Tensor]:
+    """``log h_t(z_t)`` on noised held-out rows: float64 ``([repeats * N_s], [repeats * N_t])``.
+
+    Each row of ``source`` and ``target`` is noised ``repeats`` times at ``t ~ U(t_range)``
+    with ``z_t ~ process.sample(x, t)``; the draws are fixed by ``seed`` (source and target
+    draws come from separate streams, so the source draws do not depend on the number of
+    target rows). The scores of :func:`noisy_log_loss`, computed once so that many scales can
+    be scored without running ``log_ratio`` again (:func:`balanced_log_loss`).
+    """
+    source, target = _check_rows(source, "source"), _check_rows(target, "target")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    lo, hi = map(float, t_range)
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"t_range must satisfy 0 <= lo <= hi <= 1, got {t_range}")
+    scores = []
+    for rows, stream in ((source, 0), (target, 1)):
+        g = torch.Generator().manual_seed(int(seed) * 2 + stream)
+        parts = []
+        for _ in range(repeats):
+            t = lo + (hi - lo) * torch.rand(len(rows), generator=g)
+            parts.append(_noised_log_ratio(log_ratio, process, rows, t, g))
+        scores.append(torch.cat(parts))
+    return scores[0], scores[1]
+
+
+def balanced_log_loss(source_scores: Tensor, target_scores: Tensor, scale: float = 1.0) -> float:
+    """``0.5 * mean softplus(scale * s_source) + 0.5 * mean softplus(-scale * s_target)``.
+
+    The class-balanced BCE, in nats, of scores ``[N_s]`` of source rows (label 0) and
+    ``[N_t]`` of target rows (label 1), e.g. from :func:`noisy_log_ratios`.
+    """
+    src = F.softplus(float(scale) * source_scores)
+    tgt = F.softplus(-(float(scale) * target_scores))
+    return 0.5 * (float(src.mean()) + float(tgt.mean()))
+
+
 def noisy_log_loss(
     log_ratio: LogRatioFn,
     process,
@@ -83,27 +131,14 @@ def noisy_log_loss(
     ``0.5 * mean_source softplus(s) + 0.5 * mean_target softplus(-s)`` with
     ``s = scale * log_ratio(z_t, t)``, source rows labelled 0 and target rows 1, each row
     noised ``repeats`` times at ``t ~ U(t_range)`` with ``z_t ~ process.sample(x, t)``. The
-    draws are fixed by ``seed`` (source and target draws come from separate streams, so the
-    source draws do not depend on the number of target rows): two estimators evaluated with
+    draws are fixed by ``seed`` (:func:`noisy_log_ratios`): two estimators evaluated with
     one seed see the same noised rows. ``log 2 = 0.693`` is the loss of ``log h = 0``; lower
     is better. Computed in float64.
     """
-    source, target = _check_rows(source, "source"), _check_rows(target, "target")
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    lo, hi = map(float, t_range)
-    if not 0.0 <= lo <= hi <= 1.0:
-        raise ValueError(f"t_range must satisfy 0 <= lo <= hi <= 1, got {t_range}")
-    losses = []
-    for label, rows, stream in ((0, source, 0), (1, target, 1)):
-        g = torch.Generator().manual_seed(int(seed) * 2 + stream)
-        parts = []
-        for _ in range(repeats):
-            t = lo + (hi - lo) * torch.rand(len(rows), generator=g)
-            s = float(scale) * _noised_log_ratio(log_ratio, process, rows, t, g)
-            parts.append(F.softplus(s if label == 0 else -s))
-        losses.append(float(torch.cat(parts).mean()))
-    return 0.5 * (losses[0] + losses[1])
+    scores = noisy_log_ratios(
+        log_ratio, process, source, target, repeats=repeats, seed=seed, t_range=t_range
+    )
+    return balanced_log_loss(*scores, scale=scale)
 
 
 def binary_metrics(log_ratio: Tensor, labels: Tensor, prior_log_odds: float) -> dict[str, float]:

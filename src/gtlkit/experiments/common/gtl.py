@@ -83,24 +83,18 @@ def heldout_criterion(
     its argmin (rounded to 0.01), "log_loss_at_1": loss at scale 1, "repeats", "n_source",
     "n_target"}``.
     """
-    from gtlkit.metrics import noisy_log_loss
+    from gtlkit.metrics.ratio import balanced_log_loss, noisy_log_ratios
 
+    # log h on the noised rows once; every scale reuses the scores (same draws, same sums)
+    scores = noisy_log_ratios(
+        log_ratio, process, source_heldout, target_heldout, repeats=repeats, seed=seed
+    )
     cache: dict[float, float] = {}
 
     def loss(scale: float) -> float:
         s = round(float(scale), 4)
         if s not in cache:
-            cache[s] = float(
-                noisy_log_loss(
-                    log_ratio,
-                    process,
-                    source_heldout,
-                    target_heldout,
-                    repeats=repeats,
-                    seed=seed,
-                    scale=s,
-                )
-            )
+            cache[s] = balanced_log_loss(*scores, scale=s)
         return cache[s]
 
     best = round(_golden_min(loss, 0.0, max_scale, tol), 2)

@@ -9,7 +9,9 @@ held-out criterion (`gtlkit.experiments.common.gtl.heldout_criterion`: balanced 
 used) the ensemble and each of its members alone. Every member is a single fit of the recipe
 from another seed, so the members' mean estimates what one classifier scores on average; the
 ensemble's log-loss is at most that mean at a fixed temperature (the loss is convex in the
-logit). Uses only held-out rows, never the true chains.
+logit). ``--prefixes 1,3`` also scores the ensemble of each fit's first k members (member k
+of a K-ensemble is the same fit for every K, so this is what ``ratio_ensemble = k`` would
+have built, without retraining). Uses only held-out rows, never the true chains.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    ap.add_argument(
+        "--prefixes", default="", help="comma-separated k: also score the first k members' mean"
+    )
+    ap.add_argument(
+        "--no-members", action="store_true", help="skip scoring each member alone (faster)"
+    )
     args = ap.parse_args()
 
     from gtlkit.experiments.common.gtl import heldout_criterion
@@ -40,6 +48,7 @@ def main() -> None:
     cfg = MarkovExperimentConfig.from_dict(saved["config"])
     data = MarkovData.build(cfg)
     process = MaskedProcess(cfg.total_vocab)
+    prefixes = [int(k) for k in args.prefixes.split(",") if k.strip()]
     rows = []
     for d in sorted((args.run_dir / "models" / "gtl").glob("n*_s*")):
         m = re.fullmatch(r"n(\d+)_s(\d+)", d.name)
@@ -60,10 +69,16 @@ def main() -> None:
 
         row = {"n_target": n, "seed": seed, "ensemble": crit(bundle.log_ratio)}
         net = bundle.log_ratio.net
-        if isinstance(net, EnsembleScalarNet):
+        losses = []
+        if isinstance(net, EnsembleScalarNet) and not args.no_members:
             row["members"] = [crit(NoisyClassifierRatio(member)) for member in net.members]
             losses = [c["log_loss"] for c in row["members"]]
             row["members_mean_log_loss"] = statistics.mean(losses)
+        if isinstance(net, EnsembleScalarNet):
+            for k in prefixes:
+                if 1 <= k < len(net.members):
+                    sub = EnsembleScalarNet.from_members(list(net.members[:k]), net.arch)
+                    row[f"first_{k}"] = crit(NoisyClassifierRatio(sub))
         rows.append(row)
         print(
             f"n={n} seed={seed}: ensemble {row['ensemble']['log_loss']:.4f}"
@@ -72,6 +87,11 @@ def main() -> None:
                 f"(mean {row['members_mean_log_loss']:.4f})"
                 if "members" in row
                 else ""
+            )
+            + "".join(
+                f", first {k}: {row[f'first_{k}']['log_loss']:.4f}"
+                for k in prefixes
+                if f"first_{k}" in row
             )
         )
     if args.out is not None:

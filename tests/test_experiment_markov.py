@@ -181,6 +181,24 @@ def test_ensemble_size_follows_the_target_set_size():
         quick_config(ratio_ensemble=0)
 
 
+def test_record_samples_counts_and_fingerprints():
+    """Record-only samplings draw min(record_samples, samples) sequences (all with None); None
+    keeps the fingerprints saved before the field existed; tuning entries ignore it."""
+    from gtlkit.experiments.markov.tuning import method_fingerprint
+
+    cfg = MarkovExperimentConfig()
+    assert cfg.record_count() == 500
+    assert cfg.replace(record_samples=None).record_count() == cfg.samples
+    assert cfg.replace(samples=300).record_count() == 300
+    assert "record_samples" not in cfg.replace(record_samples=None).settings_dict()
+    assert cfg.fingerprint() != cfg.replace(record_samples=None).fingerprint()
+    for method in ("target_only", "finetuned", "gtl"):
+        other = cfg.replace(record_samples=None).to_dict()
+        assert method_fingerprint(cfg.to_dict(), method) == method_fingerprint(other, method)
+    with pytest.raises(ValueError, match="record_samples"):
+        MarkovExperimentConfig(record_samples=0)
+
+
 # --------------------------------------------------------------------------------------------
 # End to end
 # --------------------------------------------------------------------------------------------
@@ -189,7 +207,12 @@ def test_ensemble_size_follows_the_target_set_size():
 @pytest.mark.timeout(600)  # under a minute on an idle machine; generous for a shared one
 def test_quick_experiment_end_to_end_and_resume(tmp_path):
     cfg = quick_config(
-        progress=False, ablations=["gamma"], samples=200, source_steps=400, ratio_steps=300
+        progress=False,
+        ablations=["gamma"],
+        samples=200,
+        record_samples=100,
+        source_steps=400,
+        ratio_steps=300,
     )
     before = copy.deepcopy(cfg)
     res = run_markov_experiment(cfg, tmp_path)
@@ -219,6 +242,7 @@ def test_quick_experiment_end_to_end_and_resume(tmp_path):
     assert by["gtl"]["gamma"] == choice["gamma"] > 0
     assert choice["heldout_nelbo"] < choice["heldout_nelbo_source"]
     assert by["gtl"]["at_temperature"]["gamma"] == by["gtl"]["ratio"]["criterion"]["scale"]
+    assert by["gtl"]["at_temperature"]["samples"] == by["gtl"]["diagnostics"]["samples"] == 100
     # n = 100 <= ratio_ensemble_max_n: log h is the mean of ratio_ensemble (2 here) classifiers
     from gtlkit.guidance import GuidanceBundle
     from gtlkit.nn import EnsembleScalarNet

@@ -56,9 +56,15 @@ PAPER_GTL_TARGETS = {1000: 0.02, 100: 0.04, 20: 0.08}
 below the paper's GTL figures (docs/markov.md)."""
 
 # settings added after results were saved: left out of every hash while they are off
-# (ratio_patience None, ratio_ensemble 1), so results saved before they existed keep their
+# (ratio_patience None, ratio_ensemble 1, record_samples None), so results saved before they existed keep their
 # fingerprints
-_LATER_FIELDS = ("ratio_patience", "ratio_eval_every", "ratio_ensemble", "ratio_ensemble_max_n")
+_LATER_FIELDS = (
+    "ratio_patience",
+    "ratio_eval_every",
+    "ratio_ensemble",
+    "ratio_ensemble_max_n",
+    "record_samples",
+)
 
 
 def hashed(config: dict) -> dict:
@@ -70,6 +76,8 @@ def hashed(config: dict) -> dict:
     if config.get("ratio_ensemble", 1) == 1:
         out.pop("ratio_ensemble", None)
         out.pop("ratio_ensemble_max_n", None)
+    if config.get("record_samples") is None:
+        out.pop("record_samples", None)
     return out
 
 
@@ -113,6 +121,11 @@ class MarkovExperimentConfig(ConfigBase):
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata=doc("Reported seeds."))
     samples: int = setting(2000, "Generated sequences per method and seed.")
+    record_samples: int | None = setting(
+        500,
+        "Sequences of GTL's record-only samplings (at the classifier's temperature, with the "
+        "exact denoiser; not in the table); None: samples.",
+    )
     data_seed: int = setting(0, "Seed of the source sequences (and of Dirichlet rows).")
     methods: list[str] = field(
         default_factory=lambda: list(METHODS),
@@ -226,6 +239,8 @@ class MarkovExperimentConfig(ConfigBase):
             raise ValueError("seeds is empty")
         if self.n_source < 2 or self.samples < 1:
             raise ValueError("need n_source >= 2 and samples >= 1")
+        if self.record_samples is not None and self.record_samples < 1:
+            raise ValueError(f"record_samples must be >= 1 or None, got {self.record_samples}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
         if self.gamma is not None and self.gamma < 0:
@@ -276,6 +291,12 @@ class MarkovExperimentConfig(ConfigBase):
         d = self.settings_dict()
         d.pop("tuned")  # the resolved settings count, not where they were read from
         return config_fingerprint({**d, "tuned_settings": tuned or {}})
+
+    def record_count(self) -> int:
+        """Sequences of each record-only sampling: ``min(record_samples, samples)``."""
+        if self.record_samples is None:
+            return self.samples
+        return min(self.record_samples, self.samples)
 
     def is_paper_setting(self) -> bool:
         """The paper's synthetic pair (5 states, diagonals 0.1 / 0.8, length 20, no extras)."""

@@ -38,11 +38,11 @@ def sample_method(
     """``cfg.samples`` sequences from the planned sampler; returns ``(samples, seconds)``.
 
     Unguided without ``log_ratio``; ``overrides`` may set ``top_k``, ``planner`` and
-    ``guidance`` (ablations).
+    ``guidance`` (ablations) and ``num_samples`` (record-only samplings).
     """
     return timed_sample(
         denoiser,
-        cfg.samples,
+        overrides.get("num_samples", cfg.samples),
         cfg.seq_len,
         cfg.total_vocab,
         seed_parts,

@@ -112,12 +112,14 @@ class MethodRunner:
             "ratio": info,
             **evaluate_samples(x, src, tgt),
         }
-        # the other held-out choice of gamma (the classifier's temperature), for the record
-        scale = info["criterion"]["scale"]
-        xs, _ = sample_method(self.denoiser, c, (seed, n, 8), log_ratio, scale)
+        # the other held-out choice of gamma (the classifier's temperature), for the record;
+        # record-only samplings draw c.record_count() sequences
+        scale, n_rec = info["criterion"]["scale"], c.record_count()
+        xs, _ = sample_method(self.denoiser, c, (seed, n, 8), log_ratio, scale, num_samples=n_rec)
         m = evaluate_samples(xs, src, tgt)
         entry["at_temperature"] = {
             "gamma": scale,
+            "samples": n_rec,
             **{k: m[k] for k in ("mean_abs_error", "mean_diag")},
         }
         rows = torch.cat([split.train, split.heldout])
@@ -126,8 +128,9 @@ class MethodRunner:
         )
         if c.diagnose and c.n_extra == 0:
             exact = ExactMarkovDenoiser(src, c.seq_len)
-            xo, _ = sample_method(exact, c, (seed, n, 5), log_ratio, gamma)
+            xo, _ = sample_method(exact, c, (seed, n, 5), log_ratio, gamma, num_samples=n_rec)
             entry["diagnostics"] = {
+                "samples": n_rec,
                 "exact_denoiser_learned_h_mae": evaluate_samples(xo, src, tgt)["mean_abs_error"],
                 "calibration": guidance_calibration(
                     log_ratio, src, tgt, c.seq_len, n_rows=1000, seed=seed

@@ -56,8 +56,8 @@ PAPER_GTL_TARGETS = {1000: 0.02, 100: 0.04, 20: 0.08}
 below the paper's GTL figures (docs/markov.md)."""
 
 # settings added after results were saved: left out of every hash while they are off
-# (ratio_patience None, ratio_ensemble 1, record_samples None), so results saved before they existed keep their
-# fingerprints
+# (ratio_patience None, ratio_ensemble 1, record_samples None), so results saved before
+# they existed keep their fingerprints
 _LATER_FIELDS = (
     "ratio_patience",
     "ratio_eval_every",
@@ -181,7 +181,7 @@ class MarkovExperimentConfig(ConfigBase):
         50, "Held-out log-loss of the ratio network every this many steps."
     )
     ratio_ensemble: int = setting(
-        5,
+        3,
         "Noisy classifiers averaged into log h (other seeds, each early-stopped on its own) "
         "where n_target <= ratio_ensemble_max_n; noisy_classifier estimator only.",
     )

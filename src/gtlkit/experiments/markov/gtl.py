@@ -8,7 +8,7 @@ classifier (docs/method.md, section 4) whose body is
 per-position readout; docs/markov.md says why), 1,500 steps of 256 source + 256 target rows
 at lr 3e-3 with EMA 0.99, no time input, early-stopped on the held-out log-loss; where the
 target set is small (``n <= ratio_ensemble_max_n``, default 100) the mean of
-``ratio_ensemble`` (5) such classifiers trained from other seeds (docs/markov.md says why).
+``ratio_ensemble`` (3) such classifiers trained from other seeds (docs/markov.md says why).
 The guidance strength ``gamma`` is the one whose
 guided denoiser has the lowest held-out NELBO on the target's held-out rows
 (:func:`~gtlkit.experiments.common.gtl.choose_gamma`), unless ``cfg.gamma`` fixes it.

@@ -10,6 +10,9 @@ judged as a classifier of noised held-out rows:
   so it ranks estimators, sizes and training lengths without knowing the truth, and its
   minimiser over ``scale`` is a guidance strength ``gamma``. This is the model-selection
   criterion of :func:`gtlkit.training.fit_ratio` (``bundle.metrics["heldout"]``).
+  :func:`noisy_log_ratios` returns the scores it is computed from and
+  :func:`balanced_log_loss` the loss of given scores at any ``scale``, so a search over
+  ``scale`` runs the network once.
 * :func:`noisy_classifier_metrics`: AUROC, balanced accuracy and positive-class calibration of
   ``log h`` at a few fixed noise levels.
 * :func:`classifier_metrics`: held-out metrics of a clean-data classifier's corrected log-ratio.

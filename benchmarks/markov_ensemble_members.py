@@ -69,21 +69,19 @@ def main() -> None:
 
         row = {"n_target": n, "seed": seed, "ensemble": crit(bundle.log_ratio)}
         net = bundle.log_ratio.net
-        losses = []
-        if isinstance(net, EnsembleScalarNet) and not args.no_members:
-            row["members"] = [crit(NoisyClassifierRatio(member)) for member in net.members]
-            losses = [c["log_loss"] for c in row["members"]]
-            row["members_mean_log_loss"] = statistics.mean(losses)
-        if isinstance(net, EnsembleScalarNet):
-            for k in prefixes:
-                if 1 <= k < len(net.members):
-                    sub = EnsembleScalarNet.from_members(list(net.members[:k]), net.arch)
-                    row[f"first_{k}"] = crit(NoisyClassifierRatio(sub))
+        members = list(net.members) if isinstance(net, EnsembleScalarNet) else []
+        if members and not args.no_members:
+            row["members"] = [crit(NoisyClassifierRatio(member)) for member in members]
+            row["members_mean_log_loss"] = statistics.mean(c["log_loss"] for c in row["members"])
+        for k in prefixes:
+            if 1 <= k < len(members):
+                sub = EnsembleScalarNet.from_members(members[:k], net.arch)
+                row[f"first_{k}"] = crit(NoisyClassifierRatio(sub))
         rows.append(row)
         print(
             f"n={n} seed={seed}: ensemble {row['ensemble']['log_loss']:.4f}"
             + (
-                f", members {' '.join(f'{x:.4f}' for x in losses)} "
+                f", members {' '.join(format(c['log_loss'], '.4f') for c in row['members'])} "
                 f"(mean {row['members_mean_log_loss']:.4f})"
                 if "members" in row
                 else ""

@@ -108,8 +108,9 @@ def test_every_method_gets_the_same_training_and_held_out_rows(tmp_path, monkeyp
     den = DenoiserNet(denoiser_config(cfg))
     seen = {}
 
-    def fake_baseline(c, split, seed, init_state=None):
-        seen["finetuned" if init_state is not None else "target_only"] = split
+    def fake_baseline(c, split, seed, init_state=None, folds=None):
+        name = "finetuned" if init_state is not None else "target_only"
+        seen[name], seen[f"{name}_folds"] = split, folds
         return den, {"train_seconds": 0.0, "best_heldout_nelbo": 1.0}
 
     def fake_gtl(c, source, split, seed, out_dir=None, denoiser=None):
@@ -124,6 +125,20 @@ def test_every_method_gets_the_same_training_and_held_out_rows(tmp_path, monkeyp
         runner({"n_target": 100, "method": m, "seed": 0})
     assert seen["target_only"] is seen["finetuned"] is seen["gtl"] is data.target(0, 100)
     assert seen["gtl_source"] is data.source
+    assert seen["target_only_folds"] is seen["finetuned_folds"] is None  # no committees
+    # committees: both baselines get the folds GTL's fit_ratio cuts from the same rows
+    from gtlkit.experiments.markov.gtl import _ratio_seed, cv_split, ratio_config
+    from gtlkit.training.ratio_folds import FOLD_SEED_OFFSET, fold_split
+
+    cv = cfg.replace(cv_folds=4, cv_max_n=100)
+    runner = pipeline.MethodRunner(cv, data, den, tmp_path / "cv", {"settings": {}})
+    for m in ("target_only", "finetuned"):
+        runner({"n_target": 100, "method": m, "seed": 0})
+    rcfg = ratio_config(cv, _ratio_seed(0, 100), 100)
+    assert rcfg.ensemble == 4 and rcfg.ensemble_folds
+    gtl_folds = fold_split(100, 4, rcfg.seed + FOLD_SEED_OFFSET)  # as ratio_noisy cuts them
+    assert seen["target_only_folds"] == seen["finetuned_folds"] == gtl_folds
+    assert cv_split(cv, 0, 100) == gtl_folds and cv_split(cv.replace(cv_max_n=20), 0, 100) is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,6 +194,27 @@ def test_ensemble_size_follows_the_target_set_size():
     assert method_fingerprint(cfg.to_dict(), "gtl") != method_fingerprint(other, "gtl")
     with pytest.raises(ValueError, match="ratio_ensemble"):
         quick_config(ratio_ensemble=0)
+
+
+def test_committee_settings_validate_and_keep_old_fingerprints():
+    """cv_folds off leaves fingerprints as they were; on, it changes the run's but no tuning
+    entry's (a committee wraps the tuned single fit); bad values are refused."""
+    from gtlkit.experiments.markov.gtl import committee, ensemble_size
+    from gtlkit.experiments.markov.tuning import method_fingerprint
+
+    cfg = MarkovExperimentConfig()
+    assert "cv_folds" not in cfg.settings_dict() and cfg.cv_folds is None
+    assert cfg.fingerprint() == cfg.replace(cv_max_n=7).fingerprint()
+    on = cfg.replace(cv_folds=5)
+    assert on.fingerprint() != cfg.fingerprint()
+    assert [committee(on, n) for n in (20, 100)] == [True, False]
+    assert [ensemble_size(on, n) for n in (20, 100, 1000)] == [5, on.ratio_ensemble, 1]
+    for method in ("target_only", "finetuned", "gtl"):
+        assert method_fingerprint(on.to_dict(), method) == method_fingerprint(cfg.to_dict(), method)
+    with pytest.raises(ValueError, match="cv_folds"):
+        MarkovExperimentConfig(cv_folds=1)
+    with pytest.raises(ValueError, match="cv_folds"):
+        MarkovExperimentConfig(cv_folds=3, estimator="regression")
 
 
 def test_record_samples_counts_and_fingerprints():

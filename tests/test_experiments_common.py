@@ -223,6 +223,58 @@ def test_early_stopped_trainer_returns_its_best_held_out_weights():
     assert again == pytest.approx(info["best_heldout_nelbo"], rel=1e-5)
 
 
+def test_committee_members_train_on_the_other_folds_and_are_judged_out_of_fold():
+    """Member k of a denoiser committee trains on every fold but k, is early-stopped on fold
+    k, the record's NELBO is the fold-size-weighted mean of the members' (out of fold), and
+    the committee predicts the mean of the members' probabilities."""
+    from gtlkit.data.markov import paper_setting
+    from gtlkit.experiments.common.baselines import train_early_stopped_committee
+    from gtlkit.nn import DenoiserNet, TransformerConfig
+    from gtlkit.processes import MaskedProcess
+    from gtlkit.training.denoiser import evaluate_nelbo
+    from gtlkit.training.ratio_folds import fold_split
+
+    _, target = paper_setting()
+    split = split_rows(target.sample(14, 8, generator(0)), 0.2, 1)
+    folds = fold_split(14, 3, seed=2)
+    built = []
+
+    def build(k):
+        torch.manual_seed(k)
+        built.append(k)
+        return DenoiserNet(
+            TransformerConfig(vocab_size=5, seq_len=8, d_model=16, n_layers=1, n_heads=2)
+        )
+
+    settings = EarlyStopSettings(
+        lr=3e-3, batch_size=8, max_steps=20, eval_every=10, patience_steps=10, eval_rows=32
+    )
+    process = MaskedProcess(5)
+    committee, info = train_early_stopped_committee(build, process, split, settings, 0, folds)
+    assert built == [0, 1, 2] and len(committee.members) == 3
+    pool = torch.cat([split.train, split.heldout])
+    for member, rec, idx in zip(committee.members, info["members"], folds, strict=True):
+        assert (rec["n_train"], rec["n_heldout"]) == (14 - len(idx), len(idx))
+        again = evaluate_nelbo(
+            member,
+            process,
+            pool[idx],
+            batch_size=1024,
+            repeats=math.ceil(32 / len(idx)),
+            seed=seed_int(0, 3),
+        )["nelbo_per_token"]
+        assert again == pytest.approx(rec["best_heldout_nelbo"], rel=1e-5)  # judged on fold k
+    recs = zip(folds, info["members"], strict=True)
+    oof = sum(len(f) * r["best_heldout_nelbo"] for f, r in recs) / 14
+    assert info["best_heldout_nelbo"] == pytest.approx(oof) and info["on"] == "out_of_fold"
+    z = torch.randint(0, 6, (4, 8), generator=generator(3))
+    t = torch.rand(4, generator=generator(4))
+    probs = torch.stack([m(z, t).float().softmax(-1) for m in committee.members]).mean(0)
+    assert torch.allclose(committee(z, t).exp(), probs, atol=1e-6)
+    with pytest.raises(ValueError, match="the folds index"):
+        train_early_stopped_committee(build, process, split, settings, 0, folds[:2])
+
+
 # --------------------------------------------------------------------------------------------
 # GTL criterion
 # --------------------------------------------------------------------------------------------
@@ -338,3 +390,37 @@ def test_run_tasks_says_when_each_task_starts_in_a_log_file(tmp_path):
         "runs 1/2 started: n=1 method=a seed=0",
         "runs 2/2 started: n=2 method=a seed=0",
     ]
+
+
+def test_out_of_fold_criteria_pool_the_folds_and_match_held_out_ones_on_one_fold():
+    """With ``members`` the criterion and the gamma choice judge every fold's rows by its own
+    log h: one fold gives exactly the held-out figures; two folds pool their rows."""
+    from gtlkit.data.markov import paper_setting
+    from gtlkit.experiments.markov.diagnostics import ExactLogRatio, ExactMarkovDenoiser
+    from gtlkit.processes import MaskedProcess
+
+    source, target = paper_setting()
+    g = generator(6)
+    xs, rows = source.sample(200, 6, g), target.sample(40, 6, g)
+    den, exact = ExactMarkovDenoiser(source, 6), ExactLogRatio(target, source)
+    process = MaskedProcess(5)
+    held = heldout_criterion(exact, process, xs, rows, seed=3)
+    oof = heldout_criterion(None, process, xs, None, seed=3, members=[(exact, rows)])
+    assert oof["log_loss"] == held["log_loss"] and oof["scale"] == held["scale"]
+    assert (held["on"], oof["on"], oof["n_target"]) == ("held_out", "out_of_fold", 40)
+    kw = dict(eval_rows=1, seed=1)  # one draw per row in every call
+    one = choose_gamma(den, exact, process, rows, **kw)
+    assert choose_gamma(den, None, process, None, members=[(exact, rows)], **kw) == {
+        **one,
+        "on": "out_of_fold",
+    }
+    twice = lambda x, t: 2 * exact(x, t)  # noqa: E731
+    a, b = rows[:24], rows[24:]
+    both = choose_gamma(den, None, process, None, members=[(exact, a), (twice, b)], **kw)
+    part_a = choose_gamma(den, exact, process, a, **kw)
+    part_b = choose_gamma(den, twice, process, b, **kw)
+    assert both["n_heldout"] == 40
+    pooled = (24 * part_a["heldout_nelbo_source"] + 16 * part_b["heldout_nelbo_source"]) / 40
+    assert both["heldout_nelbo_source"] == pytest.approx(pooled, rel=1e-12)
+    pooled_1 = (24 * part_a["heldout_nelbo_at_1"] + 16 * part_b["heldout_nelbo_at_1"]) / 40
+    assert both["heldout_nelbo_at_1"] == pytest.approx(pooled_1, rel=1e-12)

@@ -37,6 +37,7 @@ from gtlkit.guidance.diagnostics import stepwise_overlap
 from gtlkit.guidance.models import GuidanceBundle, LogRatioModel
 from gtlkit.losses.ratio import bce_loss, ratio_regression_loss
 from gtlkit.metrics.ratio import (
+    balanced_log_loss,
     classifier_metrics,
     noisy_classifier_metrics,
     noisy_log_loss,
@@ -51,6 +52,7 @@ from gtlkit.training.ratio_config import (
     resolve_time_conditioning,
 )
 from gtlkit.training.ratio_crossfit import cross_fit_log_ratios
+from gtlkit.training.ratio_folds import committee_members, out_of_fold_scores
 from gtlkit.training.ratio_noisy import train_noisy_classifier
 from gtlkit.training.ratio_stages import (
     check_sequences,
@@ -147,6 +149,11 @@ def fit_ratio(
     * ``metrics["fit_warning"]``: a message (also raised as a ``RuntimeWarning``) when that
       held-out log-loss is not below ``log 2``, i.e. ``log h`` is no better there than knowing
       nothing (no signal learned, or overconfident at ``gamma = 1``); otherwise None.
+    * With ``config.ensemble_folds`` (a cross-validation committee,
+      :mod:`gtlkit.training.ratio_folds`) ``metrics["heldout"]`` is out of fold (``"on":
+      "out_of_fold"``: every target row, training and held-out, judged by the member that did
+      not train on it) and the calibration and overlap below say ``"on": "committee_folds"``:
+      held-out source rows against target rows that ``K - 1`` members trained on.
     * ``metrics["overlap"]``: overlap of rows noised at ``overlap_t``; with the source
       ``denoiser`` (masked diffusion) also ``metrics["stepwise_overlap"]``
       (:func:`~gtlkit.guidance.diagnostics.stepwise_overlap` at noised held-out target rows),
@@ -249,9 +256,19 @@ def fit_ratio(
         log_ratio = noisy
 
     n = {"n_source": len(vs), "n_target": len(vt), "on": on}
-    loss = noisy_log_loss(
-        log_ratio, process, vs, vt, repeats=cfg.heldout_repeats, seed=HELDOUT_SEED
-    )
+    if cfg.ensemble_folds and log_ratio is noisy:  # judged out of fold (ratio_folds)
+        pool = torch.cat([tgt_tr, vt])
+        members = committee_members(noisy, metrics["noisy_classifier"]["folds"], pool)
+        scores = out_of_fold_scores(
+            members, process, vs, repeats=cfg.heldout_repeats, seed=HELDOUT_SEED
+        )
+        loss = balanced_log_loss(*scores)
+        n = {"n_source": len(vs), "n_target": len(pool), "on": "out_of_fold"}
+        on = "committee_folds"  # below: held-out source rows, target rows K - 1 members saw
+    else:
+        loss = noisy_log_loss(
+            log_ratio, process, vs, vt, repeats=cfg.heldout_repeats, seed=HELDOUT_SEED
+        )
     metrics["heldout"] = {"log_loss": loss, **n, "repeats": cfg.heldout_repeats}
     if log_ratio is not noisy:  # the regression's ratio net, or the unigram ratio
         calib = noisy_classifier_metrics(log_ratio, process, vs, vt, seed=HELDOUT_SEED + 1)
@@ -259,7 +276,7 @@ def fit_ratio(
         calib = {k: v for k, v in metrics["noisy_classifier"]["calibration"].items()}
         calib.update(n_source=len(vs), n_target=len(vt))
     metrics["calibration"] = {**calib, "on": on}
-    metrics["fit_warning"] = _fit_warning(loss, calib, on)
+    metrics["fit_warning"] = _fit_warning(loss, calib, n["on"])
     if metrics["fit_warning"]:
         warnings.warn(metrics["fit_warning"], RuntimeWarning, stacklevel=2)
     overlap = noisy_overlap(log_ratio, process, vs, vt, overlap_t, seed=cfg.seed + 103)

@@ -82,6 +82,11 @@ class RatioConfig(ConfigBase):
     (:class:`~gtlkit.nn.EnsembleScalarNet`; :mod:`gtlkit.training.ratio_noisy`): it costs
     ``ensemble`` times the training and the guidance passes and cuts the seed-to-seed variance
     of a fit on a few target rows. The parameter cap applies to the whole ensemble.
+    ``ensemble_folds`` (with ``ensemble = K >= 2``) makes the members a cross-validation
+    committee: the target training and held-out rows are pooled and cut into ``K`` folds,
+    member ``k`` trains on every fold but ``k`` and is early-stopped on fold ``k`` (the source
+    held-out rows are every member's), so every target row trains ``K - 1`` members and judges
+    one; ``metrics["heldout"]`` is then out-of-fold (:mod:`gtlkit.training.ratio_folds`).
     """
 
     arch: str = "recurrent"
@@ -121,6 +126,7 @@ class RatioConfig(ConfigBase):
     amortise_steps: int = 1000
     amortise_candidates: int = 16
     ensemble: int = 1
+    ensemble_folds: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in SCALAR_ARCHS:
@@ -153,6 +159,11 @@ class RatioConfig(ConfigBase):
             raise ValueError(
                 f"ensemble={self.ensemble} averages noisy classifiers: it needs "
                 f"estimator='noisy_classifier', got {self.estimator!r}"
+            )
+        if self.ensemble_folds and self.ensemble < 2:
+            raise ValueError(
+                f"ensemble_folds cuts the target rows into `ensemble` folds: it needs "
+                f"ensemble >= 2, got {self.ensemble}"
             )
 
     def train_config(self, steps: int, seed_offset: int, eval_every: int = 0) -> TrainConfig:

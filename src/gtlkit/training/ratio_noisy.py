@@ -74,19 +74,24 @@ def train_noisy_classifier(
     fit, and trains where it would, the others under ``out_dir/members/m{k}``, each
     resumable), and the returned net is their :class:`~gtlkit.nn.EnsembleScalarNet`;
     ``metrics["members"]`` holds each member's record and ``metrics["early_stopping"]`` is
-    then the list of theirs.
+    then the list of theirs. With ``cfg.ensemble_folds`` the members form a
+    cross-validation committee (:mod:`gtlkit.training.ratio_folds`): ``target`` and the
+    held-out target rows ``val[1]`` are pooled (in that order) and cut into ``K`` folds,
+    member ``k`` trains on the other folds and is early-stopped on ``(val[0], fold k)``;
+    ``metrics["folds"]`` lists each fold's indices into the pool. The metrics below then see
+    held-out target rows that ``K - 1`` members trained on.
 
     Metrics of the returned classifier: AUROC (``auroc_t{t}``) and the calibration of
     :func:`gtlkit.metrics.noisy_classifier_metrics` (``calibration``) at ``eval_times``, on
     ``val`` or, flagged in ``on``, on the training rows; ``final_loss`` of the (first) loop.
     """
     check_time_conditioning(net_config.time_conditioning, process, "a noisy classifier")
-    rows = (source, target)
+    plans, folds = _member_rows(source, target, val, cfg)
     fits = [
         _train_member(
-            rows, process, net_config, member_config(cfg, k), val, _member_dir(out_dir, k)
+            rows, process, net_config, member_config(cfg, k), member_val, _member_dir(out_dir, k)
         )
-        for k in range(cfg.ensemble)
+        for k, (rows, member_val) in enumerate(plans)
     ]
     nets = [net for net, _ in fits]
     net = nets[0] if len(nets) == 1 else EnsembleScalarNet.from_members(nets, cfg.arch).eval()
@@ -100,9 +105,34 @@ def train_noisy_classifier(
             metrics["early_stopping"] = first["early_stopping"]
         return model, metrics
     metrics["members"] = [record for _, record in fits]
+    if folds is not None:
+        metrics["folds"] = folds
     if "early_stopping" in first:
         metrics["early_stopping"] = [record.get("early_stopping") for _, record in fits]
     return model, metrics
+
+
+def _member_rows(
+    source: Tensor, target: Tensor, val: tuple[Tensor, Tensor] | None, cfg: RatioConfig
+) -> tuple[list, list[list[int]] | None]:
+    """Each member's ``((source, target) training rows, val)`` and the folds (or None)."""
+    if not cfg.ensemble_folds:
+        return [((source, target), val)] * cfg.ensemble, None
+    if val is None:
+        raise ValueError(
+            "RatioConfig.ensemble_folds pools the target training and held-out rows: pass "
+            "val_source and val_target to fit_ratio or set val_fraction > 0"
+        )
+    from gtlkit.training.ratio_folds import FOLD_SEED_OFFSET, fold_split
+
+    pool = torch.cat([target, val[1]])  # [N_t + N_vt, L]
+    folds = fold_split(len(pool), cfg.ensemble, cfg.seed + FOLD_SEED_OFFSET)
+    plans = []
+    for idx in folds:
+        keep = torch.ones(len(pool), dtype=torch.bool)
+        keep[idx] = False
+        plans.append(((source, pool[keep]), (val[0], pool[torch.tensor(idx)])))
+    return plans, folds
 
 
 def _train_member(
@@ -206,7 +236,9 @@ def noisy_report(
 
 def member_config(cfg: RatioConfig, k: int) -> RatioConfig:
     """The config of member ``k``: ``cfg`` with seed ``cfg.seed + k * ENSEMBLE_SEED_STRIDE``."""
-    return dataclasses.replace(cfg, seed=cfg.seed + k * ENSEMBLE_SEED_STRIDE, ensemble=1)
+    return dataclasses.replace(
+        cfg, seed=cfg.seed + k * ENSEMBLE_SEED_STRIDE, ensemble=1, ensemble_folds=False
+    )
 
 
 def _member_dir(out_dir: str | Path | None, k: int) -> Path | None:

@@ -21,7 +21,14 @@ from gtlkit.config import ConfigBase
 from gtlkit.experiments.common.seeds import seed_int
 from gtlkit.experiments.common.splits import Split
 
-__all__ = ["EarlyStopSettings", "epoch_budget", "train_early_stopped", "train_source_denoiser"]
+__all__ = [
+    "DenoiserCommittee",
+    "EarlyStopSettings",
+    "epoch_budget",
+    "train_early_stopped",
+    "train_early_stopped_committee",
+    "train_source_denoiser",
+]
 
 
 @dataclass
@@ -128,6 +135,70 @@ def train_early_stopped(
         "heldout_history": history,
     }
     return model, info
+
+
+class DenoiserCommittee(nn.Module):
+    """A cross-validation committee of denoisers: the mean of the members' predictions.
+
+    ``forward(x_t LongTensor[B, L], t FloatTensor[B]) -> FloatTensor[B, L, V]``: the log of
+    the mean over members of ``softmax(member(x_t, t))``, a mixture of the members'
+    posteriors at every position (revealed positions stay the carried-over token, which
+    every SUBS member predicts).
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("a committee needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        logp = torch.stack([torch.log_softmax(m(x_t, t).float(), -1) for m in self.members])
+        return torch.logsumexp(logp, 0) - math.log(len(self.members))
+
+
+def train_early_stopped_committee(
+    build,
+    process,
+    split: Split,
+    settings: EarlyStopSettings,
+    seed: int,
+    folds: list[list[int]],
+) -> tuple[DenoiserCommittee, dict]:
+    """:func:`train_early_stopped` once per fold of the pooled target rows; their committee.
+
+    The training rows followed by the held-out rows of ``split`` are pooled and cut by
+    ``folds`` (index lists, e.g. :func:`gtlkit.training.ratio_folds.fold_split`); member ``k``
+    (``build(k)``, a fresh or source-initialised denoiser) trains on every fold but ``k`` and
+    is early-stopped on fold ``k``, with the held-out noise draws of ``seed`` for every
+    member. Returns the :class:`DenoiserCommittee` and a record: ``members`` (each member's
+    :func:`train_early_stopped` record), ``best_heldout_nelbo`` (out of fold: the members'
+    best values weighted by fold size, every pooled row judged once by the member that did
+    not train on it), ``train_seconds`` (all members), ``folds``.
+    """
+    pool = torch.cat([split.train, split.heldout])
+    if sum(len(f) for f in folds) != len(pool):
+        raise ValueError(f"the folds index {sum(len(f) for f in folds)} rows, got {len(pool)}")
+    members, records = [], []
+    for k, idx in enumerate(folds):
+        keep = torch.ones(len(pool), dtype=torch.bool)
+        keep[idx] = False
+        member_split = Split(pool[keep], pool[torch.tensor(idx)])
+        model, rec = train_early_stopped(build(k), process, member_split, settings, seed)
+        members.append(model)
+        records.append(rec)
+    oof = sum(len(f) * r["best_heldout_nelbo"] for f, r in zip(folds, records, strict=True))
+    info = {
+        "n_train": len(pool),
+        "n_heldout": len(pool),
+        "on": "out_of_fold",
+        "best_heldout_nelbo": oof / len(pool),
+        "train_seconds": sum(r["train_seconds"] for r in records),
+        "lr": settings.lr,
+        "folds": [list(f) for f in folds],
+        "members": [{k: v for k, v in r.items() if k != "heldout_history"} for r in records],
+    }
+    return DenoiserCommittee(members).eval(), info
 
 
 def train_source_denoiser(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -38,6 +38,7 @@ __all__ = [
     "MAX_SCALE",
     "GuidedDenoiser",
     "choose_gamma",
+    "committee_folds",
     "fit_gtl_ratio",
     "heldout_criterion",
 ]
@@ -75,20 +76,30 @@ def heldout_criterion(
     seed: int = 0,
     max_scale: float = MAX_SCALE,
     tol: float = 0.01,
+    members: Sequence[tuple[Callable, Tensor]] | None = None,
 ) -> dict:
     """Held-out log-loss of ``scale * log h`` at ``scale = 1`` and at its best ``scale``.
 
     Every evaluation noises the held-out rows with the same draws (``seed``), so the loss is
-    a deterministic convex function of ``scale``. Returns ``{"log_loss": min loss, "scale":
-    its argmin (rounded to 0.01), "log_loss_at_1": loss at scale 1, "repeats", "n_source",
-    "n_target"}``.
+    a deterministic convex function of ``scale``. With ``members`` (a cross-validation
+    committee's ``[(log_ratio_k, fold_rows_k)]``, :func:`gtlkit.training.ratio_folds.fold_members`)
+    the loss is out of fold: member ``k`` scores the source held-out rows and fold ``k``
+    (``log_ratio`` and ``target_heldout`` are then not used). Returns ``{"log_loss": min
+    loss, "scale": its argmin (rounded to 0.01), "log_loss_at_1": loss at scale 1,
+    "repeats", "n_source", "n_target", "on"}``.
     """
     from gtlkit.metrics.ratio import balanced_log_loss, noisy_log_ratios
+    from gtlkit.training.ratio_folds import out_of_fold_scores
 
     # log h on the noised rows once; every scale reuses the scores (same draws, same sums)
-    scores = noisy_log_ratios(
-        log_ratio, process, source_heldout, target_heldout, repeats=repeats, seed=seed
-    )
+    if members is None:
+        scores = noisy_log_ratios(
+            log_ratio, process, source_heldout, target_heldout, repeats=repeats, seed=seed
+        )
+        n_target, on = int(target_heldout.shape[0]), "held_out"
+    else:
+        scores = out_of_fold_scores(members, process, source_heldout, repeats=repeats, seed=seed)
+        n_target, on = sum(int(rows.shape[0]) for _, rows in members), "out_of_fold"
     cache: dict[float, float] = {}
 
     def loss(scale: float) -> float:
@@ -104,7 +115,8 @@ def heldout_criterion(
         "log_loss_at_1": loss(1.0),
         "repeats": repeats,
         "n_source": int(source_heldout.shape[0]),
-        "n_target": int(target_heldout.shape[0]),
+        "n_target": n_target,
+        "on": on,
     }
 
 
@@ -211,6 +223,7 @@ def choose_gamma(
     chunk: int = 8192,
     batch_size: int = 1024,
     rule: str = "min",
+    members: Sequence[tuple[Callable, Tensor]] | None = None,
 ) -> dict:
     """The guidance strength ``gamma`` chosen by the guided model's held-out NELBO per token.
 
@@ -225,7 +238,11 @@ def choose_gamma(
     noisy curve is a poor guide and the rule falls back on the theory; with many rows it
     follows the data. ``top_k`` scores only the denoiser's top ``k`` candidates
     (:class:`GuidedDenoiser`; for large vocabularies), ``chunk`` ratio rows per ratio call,
-    ``batch_size`` held-out rows per denoiser call.
+    ``batch_size`` held-out rows per denoiser call. With ``members`` (a cross-validation
+    committee's ``[(log_ratio_k, fold_rows_k)]``, :func:`gtlkit.training.ratio_folds.fold_members`)
+    the NELBO is out of fold: the rows of fold ``k`` are scored under guidance by member ``k``,
+    which never trained on them, so every target row takes part (``log_ratio`` and
+    ``target_heldout`` are then not used); the chosen gamma is meant for the committee.
 
     Returns ``{"gamma", "rule", "gamma_min", "heldout_nelbo" (at gamma),
     "heldout_nelbo_at_1", "heldout_nelbo_source" (gamma = 0), "gain_over_1", "gain_over_1_se",
@@ -235,19 +252,26 @@ def choose_gamma(
 
     if rule not in GAMMA_RULES:
         raise ValueError(f"rule must be one of {GAMMA_RULES}, got {rule!r}")
-    guided = GuidedDenoiser(denoiser, log_ratio, process.vocab_size, chunk=chunk, top_k=top_k)
-    n_rows = target_heldout.shape[0]
+    parts = [(log_ratio, target_heldout)] if members is None else list(members)
+    guided = [
+        (GuidedDenoiser(denoiser, lr, process.vocab_size, chunk=chunk, top_k=top_k), x)
+        for lr, x in parts
+    ]
+    n_rows = sum(int(x.shape[0]) for _, x in parts)
     repeats = max(1, math.ceil(eval_rows / n_rows))
     cache: dict[float, Tensor] = {}
 
     def rows(gamma: float) -> Tensor:  # [N] per-row NELBO per token, mean over draws
         g = round(float(gamma), 4)
         if g not in cache:
-            guided.gamma = g
-            per_draw = nelbo_per_row(
-                guided, process, target_heldout, batch_size=batch_size, repeats=repeats, seed=seed
-            )
-            cache[g] = per_draw.mean(0)
+            per_row = []
+            for model, x in guided:
+                model.gamma = g
+                per_draw = nelbo_per_row(
+                    model, process, x, batch_size=batch_size, repeats=repeats, seed=seed
+                )
+                per_row.append(per_draw.mean(0))
+            cache[g] = torch.cat(per_row)
         return cache[g]
 
     def nelbo(gamma: float) -> float:
@@ -270,7 +294,19 @@ def choose_gamma(
         "gain_over_1": gain_mean,
         "gain_over_1_se": gain_se,
         "n_heldout": int(n_rows),
+        "on": "held_out" if members is None else "out_of_fold",
     }
+
+
+def committee_folds(bundle, target: Split) -> list[tuple[Callable, Tensor]] | None:
+    """A cross-validation committee's ``[(log_ratio_k, fold_rows_k)]`` over ``target``'s
+    training then held-out rows (:func:`gtlkit.training.ratio_folds.fold_members`), or None
+    for a bundle fitted without ``ensemble_folds``."""
+    from gtlkit.training.ratio_folds import fold_members
+
+    if not ((bundle.metrics or {}).get("noisy_classifier") or {}).get("folds"):
+        return None
+    return fold_members(bundle, torch.cat([target.train, target.heldout]))
 
 
 def fit_gtl_ratio(
@@ -318,6 +354,7 @@ def fit_gtl_ratio(
         target.heldout,
         repeats=criterion_repeats,
         seed=criterion_seed,
+        members=committee_folds(bundle, target),
     )
     info = {
         "train_seconds": train_seconds,

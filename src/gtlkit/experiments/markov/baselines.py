@@ -5,7 +5,8 @@
 * ``target_only`` trains the same family of denoiser from scratch on the target training
   rows; ``finetuned`` fine-tunes every weight of the source denoiser on them. Both stop early
   on the held-out NELBO of the target's held-out rows
-  (:func:`~gtlkit.experiments.common.baselines.train_early_stopped`).
+  (:func:`~gtlkit.experiments.common.baselines.train_early_stopped`), or, with
+  cross-validation committees (``cv_folds``), are the committee of one such fit per fold.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gtlkit.experiments.common.baselines import (
     EarlyStopSettings,
     epoch_budget,
     train_early_stopped,
+    train_early_stopped_committee,
     train_source_denoiser,
 )
 from gtlkit.experiments.common.seeds import seed_int
@@ -63,20 +65,30 @@ def train_baseline(
     target: Split,
     seed: int,
     init_state: dict[str, Tensor] | None = None,
-) -> tuple[DenoiserNet, dict]:
+    folds: list[list[int]] | None = None,
+) -> tuple[torch.nn.Module, dict]:
     """Train a baseline on ``target.train``, early-stopped on ``target.heldout``.
 
     ``init_state=None``: from scratch at ``cfg.lr`` with ``cfg``'s size (``target_only``);
     otherwise the source weights are loaded and all fine-tuned at ``cfg.finetune_lr``
     (``finetuned``). Returns the model (eval mode, best held-out weights) and its record.
+    With ``folds`` (the experiment's cross-validation folds of the pooled training and
+    held-out rows) it is the committee of one such fit per fold
+    (:func:`~gtlkit.experiments.common.baselines.train_early_stopped_committee`; member 0
+    starts from the single fit's initial weights, member ``k`` from its own), and the record's
+    ``best_heldout_nelbo`` is out of fold.
     """
     from gtlkit.processes import MaskedProcess
 
     n = target.train.shape[0] + target.heldout.shape[0]
-    torch.manual_seed(seed_int(seed, n, 2))
-    model = DenoiserNet(denoiser_config(cfg))
-    if init_state is not None:
-        model.load_state_dict(init_state)
+
+    def build(k: int = 0) -> DenoiserNet:
+        torch.manual_seed(seed_int(seed, n, 2) if k == 0 else seed_int(seed, n, 2, k))
+        model = DenoiserNet(denoiser_config(cfg))
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        return model
+
     settings = EarlyStopSettings(
         lr=cfg.lr if init_state is None else cfg.finetune_lr,
         batch_size=cfg.baseline_batch_size,
@@ -84,7 +96,14 @@ def train_baseline(
         eval_every=cfg.eval_every,
         patience_steps=cfg.patience_steps,
     )
-    model, info = train_early_stopped(model, MaskedProcess(cfg.total_vocab), target, settings, seed)
+    process = MaskedProcess(cfg.total_vocab)
+    if folds is not None:
+        committee, info = train_early_stopped_committee(
+            build, process, target, settings, seed, folds
+        )
+        info["params"] = sum(m.num_parameters() for m in committee.members)
+        return committee, info
+    model, info = train_early_stopped(build(), process, target, settings, seed)
     info["params"] = model.num_parameters()
     return model, info
 

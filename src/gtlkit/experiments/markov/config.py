@@ -56,7 +56,7 @@ PAPER_GTL_TARGETS = {1000: 0.02, 100: 0.04, 20: 0.08}
 below the paper's GTL figures (docs/markov.md)."""
 
 # settings added after results were saved: left out of every hash while they are off
-# (ratio_patience None, ratio_ensemble 1, record_samples None), so results saved before
+# (ratio_patience None, ratio_ensemble 1, record_samples None, cv_folds None), so results saved before
 # they existed keep their fingerprints
 _LATER_FIELDS = (
     "ratio_patience",
@@ -64,6 +64,8 @@ _LATER_FIELDS = (
     "ratio_ensemble",
     "ratio_ensemble_max_n",
     "record_samples",
+    "cv_folds",
+    "cv_max_n",
 )
 
 
@@ -78,6 +80,9 @@ def hashed(config: dict) -> dict:
         out.pop("ratio_ensemble_max_n", None)
     if config.get("record_samples") is None:
         out.pop("record_samples", None)
+    if config.get("cv_folds") is None:
+        out.pop("cv_folds", None)
+        out.pop("cv_max_n", None)
     return out
 
 
@@ -190,6 +195,15 @@ class MarkovExperimentConfig(ConfigBase):
         "Largest n_target whose GTL fit is an ensemble (none: every n); larger target sets "
         "get one classifier.",
     )
+    cv_folds: int | None = setting(
+        None,
+        "Cross-validation committees at n_target <= cv_max_n: every method that learns from "
+        "the target rows pools its training and held-out rows, cuts them into this many folds "
+        "(the same folds for every method) and becomes the committee of that many members, "
+        "member k trained on the other folds and early-stopped on fold k; held-out figures "
+        "and GTL's gamma are then out of fold. None: the fixed training / held-out split.",
+    )
+    cv_max_n: int = setting(20, "Largest n_target that gets cross-validation committees.")
     gamma: float | None = setting(
         None,
         "Guidance strength; default: the one minimising the guided held-out NELBO.",
@@ -253,6 +267,11 @@ class MarkovExperimentConfig(ConfigBase):
             raise ValueError(
                 f"ratio_ensemble_max_n must be >= 1 or None, got {self.ratio_ensemble_max_n}"
             )
+        if self.cv_folds is not None:
+            if self.cv_folds < 2:
+                raise ValueError(f"cv_folds must be >= 2 or None, got {self.cv_folds}")
+            if self.estimator != "noisy_classifier":
+                raise ValueError("cv_folds makes GTL a committee of noisy classifiers")
 
     def _check_choices(self) -> None:
         from gtlkit.experiments.common.gtl import GAMMA_RULES

@@ -20,20 +20,47 @@ from pathlib import Path
 from typing import Any
 
 from gtlkit._io import read_json, write_json
-from gtlkit.experiments.common.gtl import choose_gamma, fit_gtl_ratio
+from gtlkit.experiments.common.gtl import choose_gamma, committee_folds, fit_gtl_ratio
 from gtlkit.experiments.common.seeds import seed_int
 from gtlkit.experiments.common.splits import Split
 from gtlkit.experiments.markov.config import MarkovExperimentConfig
 
-__all__ = ["ensemble_size", "fit_gtl", "gtl_gamma", "ratio_config"]
+__all__ = ["committee", "cv_split", "ensemble_size", "fit_gtl", "gtl_gamma", "ratio_config"]
+
+
+def committee(cfg: MarkovExperimentConfig, n: int | None) -> bool:
+    """Whether the methods at target-set size ``n`` are cross-validation committees
+    (``cfg.cv_folds`` set and ``n <= cfg.cv_max_n``)."""
+    return cfg.cv_folds is not None and n is not None and n <= cfg.cv_max_n
+
+
+def cv_split(cfg: MarkovExperimentConfig, seed: int, n: int) -> list[list[int]] | None:
+    """The folds of the committees at ``(seed, n)`` (indices into the target training rows
+    followed by its held-out rows), shared by every method; None without committees.
+
+    They are the folds GTL's :func:`~gtlkit.training.fit_ratio` cuts
+    (:func:`gtlkit.training.ratio_folds.fold_split` seeded by its ratio config's seed).
+    """
+    from gtlkit.training.ratio_folds import FOLD_SEED_OFFSET, fold_split
+
+    if not committee(cfg, n):
+        return None
+    return fold_split(n, cfg.cv_folds, _ratio_seed(seed, n) + FOLD_SEED_OFFSET)
+
+
+def _ratio_seed(seed: int, n: int) -> int:
+    return seed_int(seed, n, 5)
 
 
 def ensemble_size(cfg: MarkovExperimentConfig, n: int | None) -> int:
-    """Noisy classifiers averaged at target-set size ``n``: ``cfg.ratio_ensemble`` where
+    """Noisy classifiers averaged at target-set size ``n``: ``cfg.cv_folds`` where the methods
+    are committees (:func:`committee`), else ``cfg.ratio_ensemble`` where
     ``n <= cfg.ratio_ensemble_max_n`` (every ``n`` when that is None), else 1; always 1 for the
     regression estimator. ``n=None`` (size unknown) gets the ensemble only without a limit."""
     if cfg.estimator != "noisy_classifier":
         return 1
+    if committee(cfg, n):
+        return int(cfg.cv_folds)
     limit = cfg.ratio_ensemble_max_n
     if limit is None or (n is not None and n <= limit):
         return cfg.ratio_ensemble
@@ -77,6 +104,7 @@ def ratio_config(cfg: MarkovExperimentConfig, seed: int, n: int | None = None):
         seed=seed,
         progress=False,
         ensemble=ensemble_size(cfg, n),
+        ensemble_folds=committee(cfg, n),
     )
 
 
@@ -102,7 +130,7 @@ def fit_gtl(
     if info_path is not None and info_path.is_file() and (out_dir / "bundle").is_dir():
         return GuidanceBundle.load(out_dir / "bundle").log_ratio, read_json(info_path)
     n = target.train.shape[0] + target.heldout.shape[0]
-    rcfg = ratio_config(cfg, seed_int(seed, n, 5), n)
+    rcfg = ratio_config(cfg, _ratio_seed(seed, n), n)
     bundle, info = fit_gtl_ratio(
         source,
         target,
@@ -120,6 +148,7 @@ def fit_gtl(
             target.heldout,
             seed=seed_int(seed, 3),  # the baselines' held-out noise draws: comparable NELBOs
             rule=cfg.gamma_rule,
+            members=committee_folds(bundle, target),  # out of fold for a committee
         )
     if info_path is not None:
         write_json(info_path, info)

@@ -37,7 +37,7 @@ from gtlkit.experiments.markov.diagnostics import (
     source_diagnostics,
 )
 from gtlkit.experiments.markov.evaluate import evaluate_samples, sample_method
-from gtlkit.experiments.markov.gtl import fit_gtl, gtl_gamma
+from gtlkit.experiments.markov.gtl import cv_split, fit_gtl, gtl_gamma
 from gtlkit.experiments.markov.report import describe, results_table, summarize
 from gtlkit.experiments.markov.tuning import resolve_tuned, settings_for
 
@@ -92,7 +92,8 @@ class MethodRunner:
         split = self.data.target(seed, n)
         if method in ("target_only", "finetuned"):
             init = self.source_state if method == "finetuned" else None
-            model, info = train_baseline(c, split, seed, init_state=init)
+            folds = cv_split(c, seed, n)  # committees: the folds GTL's fit cuts too
+            model, info = train_baseline(c, split, seed, init_state=init, folds=folds)
             x, secs = sample_method(model, c, (seed, n, 2 if init is None else 3))
             return {
                 "seconds": info["train_seconds"] + secs,

@@ -48,7 +48,18 @@ TUNED_FIELDS = ("d_model", "n_layers", "lr", "finetune_lr", "ratio_arch", "estim
 """The fields a tuning run chooses (per n and method)."""
 
 # settings that do not change any tuning criterion (they act on sampling only)
-_NOT_TUNING = ("tuned", "samples", "record_samples", "gamma", "gamma_rule", "top_k", "planner")
+# (cv_folds / cv_max_n wrap the tuned single fit in a committee of such fits)
+_NOT_TUNING = (
+    "tuned",
+    "samples",
+    "record_samples",
+    "gamma",
+    "gamma_rule",
+    "top_k",
+    "planner",
+    "cv_folds",
+    "cv_max_n",
+)
 # settings that act only on the denoisers (source, baselines) or only on the ratio network
 DENOISER_FIELDS = (
     "d_model",

@@ -60,6 +60,36 @@ def test_budgets_are_nested_shared_and_disjoint_from_moved_documents(text_data):
     assert d.source(0.25).train.shape[0] > d.source(0.0).train.shape[0]
 
 
+def test_source_share_keeps_a_fixed_subset_and_fingerprints_at_one(text_data):
+    """source_share < 1: the source rows are a fixed subset of the source training documents
+    (the same at every r), so moved target documents are a larger share; 1 is every
+    document and leaves the fingerprints of runs saved before the setting existed."""
+    from gtlkit.experiments.text.config import TextExperimentConfig, method_fingerprint
+    from gtlkit.experiments.text.data import TextData
+
+    d = text_data
+    n = len(d.docs["source"]["train"])
+    assert d.source_indices() == list(range(n))
+    half = TextData(d.docs, d.tokenizer, seq_len=16, min_heldout_docs=3, source_share=0.5)
+    keep = half.source_indices()
+    assert len(keep) == round(0.5 * n) and keep == half.source_indices()
+    assert set(keep) < set(range(n))
+    full_rows, half_rows = d.source(0.0).train.shape[0], half.source(0.0).train.shape[0]
+    assert half_rows < full_rows
+    moved_rows = half.source(0.25).train.shape[0] - half_rows  # the same moved documents
+    assert moved_rows == d.source(0.25).train.shape[0] - full_rows > 0
+    assert torch.equal(half.source(0.0).heldout, d.source(0.0).heldout)  # validation: all
+    cfg = TextExperimentConfig()
+    assert "source_share" not in cfg.settings_dict()
+    assert cfg.fingerprint() != cfg.replace(source_share=0.1).fingerprint()
+    for method in ("source", "finetuned", "gtl"):
+        assert method_fingerprint(cfg.to_dict(), method) != method_fingerprint(
+            cfg.replace(source_share=0.1).to_dict(), method
+        )
+    with pytest.raises(ValueError, match="source_share"):
+        TextExperimentConfig(source_share=0.0)
+
+
 def test_decode_round_trips_documents(text_data):
     from gtlkit.experiments.text.data import TextData
 

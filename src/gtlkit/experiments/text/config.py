@@ -65,6 +65,13 @@ GTL_ONLY = (
     "small_batch",
     "small_lr",
 )
+# settings added after results were saved: left out of every hash at their neutral value, so
+# results saved before they existed keep their fingerprints
+_LATER_DEFAULTS = {"source_share": 1.0}
+
+
+def _hashed(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if _LATER_DEFAULTS.get(k, object()) != v}
 
 
 @dataclass
@@ -107,6 +114,15 @@ class TextExperimentConfig(ConfigBase):
     seq_len: int = setting(128, "Tokens per sequence when model='train' (else the model's).")
     vocab_size: int = setting(4096, "BPE vocabulary when model='train' (else the model's).")
     min_heldout_docs: int = setting(4, "Fewest held-out target documents of a budget.")
+    source_share: float = setting(
+        1.0,
+        "Share of the source training documents in the source rows (a fixed seeded subset): "
+        "the side GTL's ratio is fitted against and the training rows of every source model "
+        "trained here (the small ones; the main one when model='train'). Below 1, the target "
+        "documents moved by an overlap r are a larger part of the source (the overlap "
+        "study); a given model keeps its own training, the evaluation classifier every "
+        "document.",
+    )
     samples: int = setting(256, "Generated sequences per method, budget, r and seed.")
     # baselines
     baseline_batch_size: int = setting(32, "Batch size of target-only and fine-tuning.")
@@ -202,6 +218,8 @@ class TextExperimentConfig(ConfigBase):
             raise ValueError(f"ppl_model must be smollm2 or none, got {self.ppl_model!r}")
         if self.planner not in ("random", "confidence", "margin", "entropy"):
             raise ValueError(f"unknown planner {self.planner!r}")
+        if not 0.0 < self.source_share <= 1.0:
+            raise ValueError(f"source_share must lie in (0, 1], got {self.source_share}")
         if min(self.top_k, self.positions_per_step, self.samples, self.min_heldout_docs) < 1:
             raise ValueError("top_k, positions_per_step, samples, min_heldout_docs must be >= 1")
         if self.gamma is not None and self.gamma < 0:
@@ -223,7 +241,7 @@ class TextExperimentConfig(ConfigBase):
 
     def settings_dict(self) -> dict[str, Any]:
         """The fields that change a run's numbers (not which runs are done)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUN_SELECTION}
+        return {k: v for k, v in _hashed(self.to_dict()).items() if k not in RUN_SELECTION}
 
     def fingerprint(self) -> str:
         """Hash of :meth:`settings_dict`."""
@@ -239,7 +257,7 @@ def method_fingerprint(config: dict, method: str) -> str:
     from gtlkit.experiments.common.runner import config_fingerprint
 
     skip = set(RUN_SELECTION) | (set() if method == "gtl" else set(GTL_ONLY))
-    return config_fingerprint({k: v for k, v in config.items() if k not in skip})
+    return config_fingerprint({k: v for k, v in _hashed(config).items() if k not in skip})
 
 
 def quick_config(**overrides: Any) -> TextExperimentConfig:

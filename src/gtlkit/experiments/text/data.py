@@ -30,6 +30,7 @@ SPLIT_NAMES = ("train", "val", "test")
 _OVERLAP_STREAM = 7_001
 _BUDGET_STREAM = 7_002
 _HELDOUT_STREAM = 7_003
+_SOURCE_STREAM = 7_004
 
 
 def load_split_documents(data_dir: str | None) -> dict[str, dict[str, list[str]]]:
@@ -68,11 +69,13 @@ class TextData:
     tokenizer: Any
     seq_len: int
     min_heldout_docs: int = 4
+    source_share: float = 1.0
     _ids: dict[tuple[str, str], list[list[int]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, cfg: TextExperimentConfig, tokenizer: Any, seq_len: int) -> TextData:
-        return cls(load_split_documents(cfg.data_dir), tokenizer, seq_len, cfg.min_heldout_docs)
+        docs = load_split_documents(cfg.data_dir)
+        return cls(docs, tokenizer, seq_len, cfg.min_heldout_docs, cfg.source_share)
 
     @property
     def sep_id(self) -> int:
@@ -103,12 +106,22 @@ class TextData:
         k = round(r * n)
         return order[:k], order[k:]
 
+    def source_indices(self) -> list[int]:
+        """Source training documents in the source rows: all, or the first
+        ``round(source_share * n)`` of a fixed shuffle (the same for every r and seed)."""
+        n = len(self.docs["source"]["train"])
+        if self.source_share >= 1.0:
+            return list(range(n))
+        order = list(range(n))
+        random.Random(_SOURCE_STREAM).shuffle(order)
+        return sorted(order[: max(1, round(self.source_share * n))])
+
     def source(self, r: float = 0.0) -> Split:
-        """Source rows at ``r``: training documents plus the moved target documents, and the
-        source validation documents as held-out rows."""
+        """Source rows at ``r``: the source training documents (:meth:`source_indices`) plus
+        the moved target documents, and the source validation documents as held-out rows."""
         moved, _ = self.overlap_split(r)
-        tgt = self.ids("target", "train")
-        docs = self.ids("source", "train") + [tgt[i] for i in moved]
+        tgt, src = self.ids("target", "train"), self.ids("source", "train")
+        docs = [src[i] for i in self.source_indices()] + [tgt[i] for i in moved]
         return Split(self.pack(docs, drop_last=True), self.pack(self.ids("source", "val")))
 
     def budget_indices(self, seed: int, budget: float, r: float = 0.0) -> list[int]:

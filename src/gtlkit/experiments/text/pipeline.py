@@ -301,7 +301,7 @@ def run_text_experiment(
 
     docs = load_split_documents(cfg.data_dir)
     main, tok, seq_len, minfo = load_main_source(cfg, out, docs["source"]["train"])
-    data = TextData(docs, tok, seq_len, cfg.min_heldout_docs)
+    data = TextData(docs, tok, seq_len, cfg.min_heldout_docs, cfg.source_share)
     if main is None:
         main, sinfo = train_small_source(
             cfg, data.source(0.0), data.vocab_size, out / "models" / "source-main", console

@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--judge-rows", type=int, default=900)
     ap.add_argument("--repeats", type=int, default=2, help="noise draws per judge row")
     ap.add_argument("--baselines", action="store_true")
+    ap.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -63,7 +64,8 @@ def main() -> None:
     rows_out = []
     for run_dir in args.run_dirs:
         saved = json.loads((run_dir / "config.json").read_text())
-        cfg = MarkovExperimentConfig.from_dict(saved["config"])
+        # a run saved before committees existed had none (cv_folds defaults to 5 now)
+        cfg = MarkovExperimentConfig.from_dict({"cv_folds": None, **saved["config"]})
         big = cfg.replace(n_target=[100 + args.judge_rows])
         data = MarkovData.build(big)  # the first n rows of a pool do not depend on its size
         process = MaskedProcess(cfg.total_vocab)
@@ -75,6 +77,8 @@ def main() -> None:
             if m is None or not (d / "bundle").is_dir():
                 continue
             n, seed = int(m.group(1)), int(m.group(2))
+            if args.seeds and seed not in args.seeds:
+                continue
             split = data.target(seed, n)
             judge = data.targets.pool(seed)[100 : 100 + args.judge_rows]
             bundle = GuidanceBundle.load(d / "bundle")

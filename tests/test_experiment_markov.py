@@ -202,10 +202,11 @@ def test_committee_settings_validate_and_keep_old_fingerprints():
     from gtlkit.experiments.markov.gtl import committee, ensemble_size
     from gtlkit.experiments.markov.tuning import method_fingerprint
 
-    cfg = MarkovExperimentConfig()
-    assert "cv_folds" not in cfg.settings_dict() and cfg.cv_folds is None
+    on = MarkovExperimentConfig()
+    assert (on.cv_folds, on.cv_max_n) == (5, 20)  # the default
+    cfg = on.replace(cv_folds=None)
+    assert "cv_folds" not in cfg.settings_dict()
     assert cfg.fingerprint() == cfg.replace(cv_max_n=7).fingerprint()
-    on = cfg.replace(cv_folds=5)
     assert on.fingerprint() != cfg.fingerprint()
     assert [committee(on, n) for n in (20, 100)] == [True, False]
     assert [ensemble_size(on, n) for n in (20, 100, 1000)] == [5, on.ratio_ensemble, 1]
@@ -213,8 +214,7 @@ def test_committee_settings_validate_and_keep_old_fingerprints():
         assert method_fingerprint(on.to_dict(), method) == method_fingerprint(cfg.to_dict(), method)
     with pytest.raises(ValueError, match="cv_folds"):
         MarkovExperimentConfig(cv_folds=1)
-    with pytest.raises(ValueError, match="cv_folds"):
-        MarkovExperimentConfig(cv_folds=3, estimator="regression")
+    assert not committee(on.replace(estimator="regression"), 20)  # no method, not only GTL
 
 
 def test_record_samples_counts_and_fingerprints():

@@ -196,12 +196,13 @@ class MarkovExperimentConfig(ConfigBase):
         "get one classifier.",
     )
     cv_folds: int | None = setting(
-        None,
+        5,
         "Cross-validation committees at n_target <= cv_max_n: every method that learns from "
         "the target rows pools its training and held-out rows, cuts them into this many folds "
         "(the same folds for every method) and becomes the committee of that many members, "
         "member k trained on the other folds and early-stopped on fold k; held-out figures "
-        "and GTL's gamma are then out of fold. None: the fixed training / held-out split.",
+        "and GTL's gamma are then out of fold. None: the fixed training / held-out split. "
+        "Only with the noisy_classifier estimator (GTL's committee members).",
     )
     cv_max_n: int = setting(20, "Largest n_target that gets cross-validation committees.")
     gamma: float | None = setting(
@@ -267,11 +268,8 @@ class MarkovExperimentConfig(ConfigBase):
             raise ValueError(
                 f"ratio_ensemble_max_n must be >= 1 or None, got {self.ratio_ensemble_max_n}"
             )
-        if self.cv_folds is not None:
-            if self.cv_folds < 2:
-                raise ValueError(f"cv_folds must be >= 2 or None, got {self.cv_folds}")
-            if self.estimator != "noisy_classifier":
-                raise ValueError("cv_folds makes GTL a committee of noisy classifiers")
+        if self.cv_folds is not None and self.cv_folds < 2:
+            raise ValueError(f"cv_folds must be >= 2 or None, got {self.cv_folds}")
 
     def _check_choices(self) -> None:
         from gtlkit.experiments.common.gtl import GAMMA_RULES

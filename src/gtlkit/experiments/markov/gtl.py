@@ -30,8 +30,15 @@ __all__ = ["committee", "cv_split", "ensemble_size", "fit_gtl", "gtl_gamma", "ra
 
 def committee(cfg: MarkovExperimentConfig, n: int | None) -> bool:
     """Whether the methods at target-set size ``n`` are cross-validation committees
-    (``cfg.cv_folds`` set and ``n <= cfg.cv_max_n``)."""
-    return cfg.cv_folds is not None and n is not None and n <= cfg.cv_max_n
+    (``cfg.cv_folds`` set, ``n <= cfg.cv_max_n`` and the noisy-classifier estimator, whose
+    fits make GTL's members; with another estimator no method is a committee, so the
+    protocol stays the same for all)."""
+    return (
+        cfg.cv_folds is not None
+        and cfg.estimator == "noisy_classifier"
+        and n is not None
+        and n <= cfg.cv_max_n
+    )
 
 
 def cv_split(cfg: MarkovExperimentConfig, seed: int, n: int) -> list[list[int]] | None:

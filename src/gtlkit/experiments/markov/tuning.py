@@ -259,6 +259,7 @@ def run_markov_tuning(
     from gtlkit.experiments.markov.gtl import fit_gtl
 
     console = console or Console(stderr=True)
+    cfg = cfg.replace(cv_folds=None)  # candidates are scored as single fits (_NOT_TUNING)
     check_disjoint_seeds(cfg.tuning_seeds, cfg.seeds)
     grid = tuning_grid()
     budget = check_equal_budget(grid)

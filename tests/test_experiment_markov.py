@@ -202,9 +202,9 @@ def test_committee_settings_validate_and_keep_old_fingerprints():
     from gtlkit.experiments.markov.gtl import committee, ensemble_size
     from gtlkit.experiments.markov.tuning import method_fingerprint
 
-    on = MarkovExperimentConfig()
-    assert (on.cv_folds, on.cv_max_n) == (5, 20)  # the default
-    cfg = on.replace(cv_folds=None)
+    cfg = MarkovExperimentConfig()
+    assert (cfg.cv_folds, cfg.cv_max_n) == (None, 20)  # off by default (the run's time)
+    on = cfg.replace(cv_folds=5)
     assert "cv_folds" not in cfg.settings_dict()
     assert cfg.fingerprint() == cfg.replace(cv_max_n=7).fingerprint()
     assert on.fingerprint() != cfg.fingerprint()
@@ -359,11 +359,14 @@ def test_command_line_worker_processes_give_the_entries_of_one_process(tmp_path)
         n_source=300, n_target=[30, 20], methods=["source", "target_only", "gtl"], samples=50,
         source_steps=100, baseline_max_steps=50, ratio_steps=100, gamma=2.0,
         diagnose=False, progress=False, ablations=["top_k"], ablation_n=[20], plots=False,
+        cv_folds=2,  # n = 20 <= cv_max_n: committees of two fits per method
     )  # fmt: skip
     assert {(p.name, len(p.runs), len(p.ablations)) for p in parts_of(cfg)} == {
         ("s0-n30", 3, 0),  # the source, target-only and GTL at n = 30
         ("s0-n20", 2, 4),  # target-only, GTL and the 4 top-k values at n = 20
     }
+    # the n = 20 part (committees, ablations) is the longer one, so it starts first
+    assert [p.name for p in parts_of(cfg)] == ["s0-n20", "s0-n30"]
     assert 1 <= auto_jobs(cfg) <= 2  # one per core, at most one per part
     with pytest.raises(ValueError, match="jobs must be"):
         run_markov_experiment(cfg, tmp_path / "bad", jobs=-1)
@@ -373,6 +376,7 @@ def test_command_line_worker_processes_give_the_entries_of_one_process(tmp_path)
     args += ["--methods", "source,target_only,gtl", "--samples", "50", "--source-steps", "100"]
     args += ["--baseline-max-steps", "50", "--ratio-steps", "100", "--gamma", "2"]
     args += ["--no-diagnose", "--no-progress", "--ablation", "top_k", "--ablation-n", "20"]
+    args += ["--cv-folds", "2"]
     result = CliRunner().invoke(app, [*args, "--no-plots"])
     assert result.exit_code == 0, result.output
     two = json.loads((tmp_path / "two" / "results.json").read_text())
@@ -389,6 +393,12 @@ def test_command_line_worker_processes_give_the_entries_of_one_process(tmp_path)
 
     assert len(two["runs"]) == 5 and len(two["ablations"]) == 4
     assert entries(two) == entries(one)
+    # the committees at n = 20: two fits per method on the same folds of 10 rows, out of fold
+    by20 = {e["method"]: e for e in two["runs"] if e["n_target"] == 20}
+    train = by20["target_only"]["train"]
+    assert train["on"] == "out_of_fold" and [len(f) for f in train["folds"]] == [10, 10]
+    assert [s["n_eval_target"] for s in by20["gtl"]["ratio"]["early_stopping"]] == [10, 10]
+    assert by20["gtl"]["ratio"]["criterion"]["on"] == "out_of_fold"
     assert {e["gamma"] for e in two["runs"] if e["method"] == "gtl"} == {2.0}
     assert {p["dir"].rsplit("/", 1)[1] for p in two["parts"]} == {"s0-n30", "s0-n20"}
     assert (tmp_path / "two" / "table.md").read_text().count("| gtl |") == 2

@@ -424,3 +424,7 @@ def test_out_of_fold_criteria_pool_the_folds_and_match_held_out_ones_on_one_fold
     assert both["heldout_nelbo_source"] == pytest.approx(pooled, rel=1e-12)
     pooled_1 = (24 * part_a["heldout_nelbo_at_1"] + 16 * part_b["heldout_nelbo_at_1"]) / 40
     assert both["heldout_nelbo_at_1"] == pytest.approx(pooled_1, rel=1e-12)
+    with pytest.raises(ValueError, match="or members"):
+        choose_gamma(den, None, process, rows, **kw)
+    with pytest.raises(ValueError, match="members is empty"):
+        heldout_criterion(None, process, xs, None, members=[])

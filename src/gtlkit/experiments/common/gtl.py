@@ -66,11 +66,19 @@ def _golden_min(f: Callable[[float], float], lo: float, hi: float, tol: float) -
     return (a + b) / 2.0
 
 
+def _check_members(log_ratio, rows, members) -> None:
+    """Either ``log_ratio`` and its held-out rows, or a non-empty ``members`` list."""
+    if members is None and (log_ratio is None or rows is None):
+        raise ValueError("pass log_ratio and the held-out target rows, or members")
+    if members is not None and not len(members):
+        raise ValueError("members is empty")
+
+
 def heldout_criterion(
-    log_ratio: Callable[[Tensor, Tensor], Tensor],
+    log_ratio: Callable[[Tensor, Tensor], Tensor] | None,
     process,
     source_heldout: Tensor,
-    target_heldout: Tensor,
+    target_heldout: Tensor | None,
     *,
     repeats: int = 8,
     seed: int = 0,
@@ -91,6 +99,7 @@ def heldout_criterion(
     from gtlkit.metrics.ratio import balanced_log_loss, noisy_log_ratios
     from gtlkit.training.ratio_folds import out_of_fold_scores
 
+    _check_members(log_ratio, target_heldout, members)
     # log h on the noised rows once; every scale reuses the scores (same draws, same sums)
     if members is None:
         scores = noisy_log_ratios(
@@ -211,9 +220,9 @@ GAMMA_RULES = ("min", "one_se")
 
 def choose_gamma(
     denoiser: nn.Module,
-    log_ratio: Callable,
+    log_ratio: Callable | None,
     process,
-    target_heldout: Tensor,
+    target_heldout: Tensor | None,
     *,
     eval_rows: int = 1024,
     seed: int = 0,
@@ -252,6 +261,7 @@ def choose_gamma(
 
     if rule not in GAMMA_RULES:
         raise ValueError(f"rule must be one of {GAMMA_RULES}, got {rule!r}")
+    _check_members(log_ratio, target_heldout, members)
     parts = [(log_ratio, target_heldout)] if members is None else list(members)
     guided = [
         (GuidedDenoiser(denoiser, lr, process.vocab_size, chunk=chunk, top_k=top_k), x)

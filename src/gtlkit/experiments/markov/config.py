@@ -196,7 +196,7 @@ class MarkovExperimentConfig(ConfigBase):
         "get one classifier.",
     )
     cv_folds: int | None = setting(
-        5,
+        None,
         "Cross-validation committees at n_target <= cv_max_n: every method that learns from "
         "the target rows pools its training and held-out rows, cuts them into this many folds "
         "(the same folds for every method) and becomes the committee of that many members, "

@@ -62,8 +62,12 @@ class Part:
         )
         self.runs = run_list(self.cfg)
         self.ablations = ablation_list(self.cfg)
-        # rough work units, for launching the longest parts first: a training grows with n
-        self.cost = len(self.runs) * (1 + n / 500) + len(self.ablations)
+        # rough work units, for launching the longest parts first: a training grows with n,
+        # and a cross-validation committee trains cv_folds fits per method
+        from gtlkit.experiments.markov.gtl import committee
+
+        fits = cfg.cv_folds if committee(cfg, n) and cfg.cv_folds else 1
+        self.cost = len(self.runs) * (1 + n / 500) * fits + len(self.ablations)
 
     def done_in(self, store: ResultsStore) -> bool:
         """Whether every entry of this part is already in ``store``."""

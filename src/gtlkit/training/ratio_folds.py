@@ -30,6 +30,7 @@ __all__ = [
     "FOLD_SEED_OFFSET",
     "committee_members",
     "fold_members",
+    "fold_rows",
     "fold_split",
     "out_of_fold_scores",
 ]
@@ -50,6 +51,14 @@ def fold_split(n: int, folds: int, seed: int) -> list[list[int]]:
         raise ValueError(f"cannot cut {n} target rows into {folds} folds: need n >= folds")
     ids = fold_ids(n, folds, seed)
     return [torch.nonzero(ids == k).flatten().tolist() for k in range(folds)]
+
+
+def fold_rows(pool: Tensor, fold: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """``(rows outside the fold, rows of the fold)`` of ``pool [N, L]``: one member's training
+    and held-out rows."""
+    keep = torch.ones(len(pool), dtype=torch.bool)
+    keep[list(fold)] = False
+    return pool[keep], pool[torch.tensor(list(fold), dtype=torch.long)]
 
 
 def fold_members(
@@ -87,7 +96,7 @@ def committee_members(
         raise ValueError(f"{len(members)} members but {len(folds)} folds")
     prior = committee.prior_log_odds
     return [
-        (NoisyClassifierRatio(net, prior_log_odds=prior), target_pool[torch.tensor(list(idx))])
+        (NoisyClassifierRatio(net, prior_log_odds=prior), fold_rows(target_pool, idx)[1])
         for net, idx in zip(members, folds, strict=True)
     ]
 

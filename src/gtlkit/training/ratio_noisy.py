@@ -123,15 +123,14 @@ def _member_rows(
             "RatioConfig.ensemble_folds pools the target training and held-out rows: pass "
             "val_source and val_target to fit_ratio or set val_fraction > 0"
         )
-    from gtlkit.training.ratio_folds import FOLD_SEED_OFFSET, fold_split
+    from gtlkit.training.ratio_folds import FOLD_SEED_OFFSET, fold_rows, fold_split
 
     pool = torch.cat([target, val[1]])  # [N_t + N_vt, L]
     folds = fold_split(len(pool), cfg.ensemble, cfg.seed + FOLD_SEED_OFFSET)
     plans = []
     for idx in folds:
-        keep = torch.ones(len(pool), dtype=torch.bool)
-        keep[idx] = False
-        plans.append(((source, pool[keep]), (val[0], pool[torch.tensor(idx)])))
+        train, held = fold_rows(pool, idx)
+        plans.append(((source, train), (val[0], held)))
     return plans, folds
 
 

@@ -179,11 +179,11 @@ def train_early_stopped_committee(
     pool = torch.cat([split.train, split.heldout])
     if sum(len(f) for f in folds) != len(pool):
         raise ValueError(f"the folds index {sum(len(f) for f in folds)} rows, got {len(pool)}")
+    from gtlkit.training.ratio_folds import fold_rows
+
     members, records = [], []
     for k, idx in enumerate(folds):
-        keep = torch.ones(len(pool), dtype=torch.bool)
-        keep[idx] = False
-        member_split = Split(pool[keep], pool[torch.tensor(idx)])
+        member_split = Split(*fold_rows(pool, idx))
         model, rec = train_early_stopped(build(k), process, member_split, settings, seed)
         members.append(model)
         records.append(rec)

@@ -66,7 +66,7 @@ class Part:
         # and a cross-validation committee trains cv_folds fits per method
         from gtlkit.experiments.markov.gtl import committee
 
-        fits = cfg.cv_folds if committee(cfg, n) and cfg.cv_folds else 1
+        fits = int(cfg.cv_folds) if committee(cfg, n) else 1  # committee() implies cv_folds
         self.cost = len(self.runs) * (1 + n / 500) * fits + len(self.ablations)
 
     def done_in(self, store: ResultsStore) -> bool:

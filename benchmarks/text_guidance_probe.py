@@ -70,6 +70,13 @@ def main() -> None:
         help="with --amortise-steps: sample gamma > 0 with the head only (the exact rows of an "
         "earlier probe share the sampler seeds, so they pair with these)",
     )
+    ap.add_argument(
+        "--stream",
+        type=int,
+        default=9,
+        help="sampler-seed stream (9, the default, is the probes' own; another value draws "
+        "fresh samples, e.g. to confirm a point chosen on an earlier probe)",
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -135,7 +142,7 @@ def main() -> None:
         parts = (
             args.seed,
             round(args.budget * 1e4),
-            9,
+            args.stream,
             round(args.r * 1e4),
             round(gamma * 100),
             pps,
@@ -173,6 +180,7 @@ def main() -> None:
         "run_dir": str(args.run_dir),
         "budget": args.budget,
         "seed": args.seed,
+        "stream": args.stream,
         "r": args.r,
         "samples": args.samples,
         "chosen_gamma_of_run": chosen,

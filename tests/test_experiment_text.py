@@ -293,3 +293,23 @@ def test_pieces_run_apart_merge_into_one_study(tmp_path, text_dir):
     assert result.exit_code != 0 and "different settings" in result.output
     result = CliRunner().invoke(app, [*args, "--merge", str(tmp_path / "a"), "--top-k", "4"])
     assert result.exit_code != 0 and "no other settings" in result.output
+
+
+def test_sweep_perplexity_is_read_against_the_same_models_unguided_entry():
+    from gtlkit.experiments.text.report import _with_relative_ppl
+
+    def entry(r, seed, gamma, ppl):
+        return {"r": r, "seed": seed, "gamma": gamma, "gen_ppl": ppl}
+
+    sweep = [
+        entry(0.0, 0, 0.0, 200.0),
+        entry(0.0, 0, 2.0, 300.0),
+        entry(0.25, 0, 0.0, 400.0),
+        entry(0.25, 0, 2.0, 500.0),
+        entry(0.0, 1, 2.0, 300.0),  # no unguided entry for this seed
+        entry(0.25, 0, 4.0, None),  # no perplexity (evaluation model missing)
+    ]
+    rel = [e["relative_ppl"] for e in _with_relative_ppl(sweep)]
+    assert rel[:4] == [1.0, 1.5, 1.0, 1.25]
+    assert rel[4] is None and rel[5] is None
+    assert "relative_ppl" not in sweep[0]  # the inputs are left as they were

@@ -106,8 +106,9 @@ def text_table(results: dict) -> str:
 
 
 def save_plots(results: dict, out_dir: str | Path) -> list[Path]:
-    """``mauve_vs_budget.png`` (the paper's figure) and ``sweep_vs_gamma.png`` (domain score
-    and MAUVE against gamma, one line per r); returns the files written."""
+    """``mauve_vs_budget.png`` (the paper's figure) and ``sweep_vs_gamma.png`` (domain score,
+    MAUVE and the generative perplexity over the same source model's unguided one against
+    gamma, one line per r); returns the files written."""
     plt = _pyplot()
     out_dir = Path(out_dir)
     runs = results.get("runs", [])
@@ -144,18 +145,28 @@ def save_plots(results: dict, out_dir: str | Path) -> list[Path]:
         plt.close(fig)
     sweep = [e for e in runs if e["study"] == "sweep" and e["gamma_setting"] != "auto"]
     if sweep:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+        sweep = _with_relative_ppl(sweep)
+        metrics = ("domain_score", "mauve", "relative_ppl")
+        labels = ("domain score", "MAUVE", "gen. ppl / unguided gen. ppl")
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
         for r in sorted({e["r"] for e in sweep}):
             gs = sorted({float(e["gamma"]) for e in sweep if e["r"] == r})
-            for ax, metric in zip(axes, ("domain_score", "mauve"), strict=True):
+            for ax, metric in zip(axes, metrics, strict=True):
                 pts = [
                     (g, *_mean_sd(v))
                     for g in gs
-                    if (v := [e[metric] for e in sweep if e["r"] == r and e["gamma"] == g])
+                    if (
+                        v := [
+                            e[metric]
+                            for e in sweep
+                            if e["r"] == r and e["gamma"] == g and e.get(metric) is not None
+                        ]
+                    )
                 ]
-                xs, mus, sds = zip(*pts, strict=True)
-                ax.errorbar(xs, mus, yerr=sds, marker="o", capsize=3, label=f"r = {r:g}")
-        for ax, label in zip(axes, ("domain score", "MAUVE"), strict=True):
+                if pts:
+                    xs, mus, sds = zip(*pts, strict=True)
+                    ax.errorbar(xs, mus, yerr=sds, marker="o", capsize=3, label=f"r = {r:g}")
+        for ax, label in zip(axes, labels, strict=True):
             ax.set_xlabel("gamma")
             ax.set_ylabel(label)
             ax.grid(True, alpha=0.3)
@@ -166,3 +177,15 @@ def save_plots(results: dict, out_dir: str | Path) -> list[Path]:
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
     return written
+
+
+def _with_relative_ppl(sweep: list[dict]) -> list[dict]:
+    """The sweep entries with ``relative_ppl``: generative perplexity over that of the gamma-0
+    entry of the same r and seed (the same small source model unguided), None where either is
+    missing. Each r has its own source model, so only this ratio compares fluency across r."""
+    base = {(e["r"], e["seed"]): e.get("gen_ppl") for e in sweep if float(e["gamma"]) == 0.0}
+    out = []
+    for e in sweep:
+        ref, ppl = base.get((e["r"], e["seed"])), e.get("gen_ppl")
+        out.append({**e, "relative_ppl": ppl / ref if ppl is not None and ref else None})
+    return out

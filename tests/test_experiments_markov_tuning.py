@@ -67,7 +67,7 @@ def test_tuning_picks_the_candidate_with_the_best_held_out_criterion(tmp_path, m
     monkeypatch.setattr(gtl, "fit_gtl", fake_gtl)
     cfg = quick_config(n_target=[20, 10], tuning_seeds=[100], progress=False, n_source=100)
     doc = tuning.run_markov_tuning(cfg, tmp_path, command="gtl experiment markov --tune")
-    assert len(calls) == 2 * 3 * 5  # every n x method x candidate, once per tuning seed
+    assert len(calls) == 2 * 3 * 6  # every n x method x candidate, once per tuning seed
     assert {seed for _, _, seed in calls} == {100}
     assert {n for _, n, _ in calls} == {16, 8}  # the training rows of the fixed splits
     choice = {(c["n_target"], c["method"]): c for c in doc["choice"]}
@@ -78,7 +78,7 @@ def test_tuning_picks_the_candidate_with_the_best_held_out_criterion(tmp_path, m
         assert choice[(n, "gtl")]["settings"]["ratio_arch"] != "recurrent"
     saved = json.loads((tmp_path / "tuning.json").read_text())
     assert saved["command"] == "gtl experiment markov --tune"
-    assert saved["choice"] == doc["choice"] and len(saved["entries"]) == 30
+    assert saved["choice"] == doc["choice"] and len(saved["entries"]) == 36
     assert "**" in tuning_table(saved)  # the choice is marked
     calls.clear()
     tuning.run_markov_tuning(cfg, tmp_path)  # resumed: nothing is recomputed
@@ -88,15 +88,17 @@ def test_tuning_picks_the_candidate_with_the_best_held_out_criterion(tmp_path, m
     # a denoiser change leaves GTL's criterion alone: its entries are reused, the rest rerun
     old = tmp_path / "tuning.json"
     again = tuning.run_markov_tuning(cfg.replace(conv_kernel=0), tmp_path / "den", reuse=old)
-    assert sorted({m for m, _, _ in calls}) == ["finetuned", "target_only"] and len(calls) == 20
+    assert (
+        sorted({m for m, _, _ in calls}) == ["finetuned", "target_only"] and len(calls) == 2 * 2 * 6
+    )
     reused = [e for e in again["entries"] if "reused_from" in e]
-    assert {e["method"] for e in reused} == {"gtl"} and len(reused) == 10
+    assert {e["method"] for e in reused} == {"gtl"} and len(reused) == 2 * 6
     assert again["reused"] == {str(old): ["gtl"]}
     key = lambda c: (c["n_target"], c["method"])  # noqa: E731
     assert sorted(again["choice"], key=key) == sorted(doc["choice"], key=key)  # same choice
     calls.clear()  # a ratio-network change: only GTL reruns
     tuning.run_markov_tuning(cfg.replace(ratio_hidden=16), tmp_path / "ratio", reuse=old)
-    assert {m for m, _, _ in calls} == {"gtl"} and len(calls) == 10
+    assert {m for m, _, _ in calls} == {"gtl"} and len(calls) == 2 * 6
 
 
 def _doc(cfg: MarkovExperimentConfig, fingerprint: str | None = None) -> dict:

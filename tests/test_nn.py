@@ -463,3 +463,85 @@ def test_bag_body_sums_one_weight_per_revealed_token_and_round_trips(tmp_path):
     assert torch.equal(loaded(x, torch.zeros(7)), wrapper(x, torch.zeros(7)))
     with pytest.raises(ValueError, match="no time input"):
         build_scalar_net(_rnn_config(time_conditioning=True), "bag")
+
+
+# ---- the pair table (arch="pairs") ---------------------------------------------------------------
+
+
+def test_pair_body_scores_match_brute_force_and_round_trip(tmp_path):
+    from gtlkit.guidance.models import NoisyClassifierRatio, load_wrapper
+    from gtlkit.nn import PairScalarNet
+
+    cfg = _rnn_config()  # V = 4, L = 6, no time input
+    net = build_scalar_net(cfg, "pairs")
+    assert type(net) is PairScalarNet and net.num_parameters() == 6 * 5 * 4
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 5, (64, 6), generator=g)  # mask id 4 included
+    x[0] = 4  # an all-mask row
+    assert torch.equal(net(x), torch.zeros(64))  # zero-initialised: knows nothing
+    perturb_(net)
+    # the sum over revealed positions of T[gap - 1, previous revealed token (4: start), token]
+    T = net.table.detach()
+    want = torch.zeros(64)
+    for j in range(64):
+        prev = -1
+        for pos in range(6):
+            if x[j, pos] != 4:
+                a = 4 if prev < 0 else int(x[j, prev])
+                want[j] += T[pos - prev - 1, a, x[j, pos]]
+                prev = pos
+    assert torch.allclose(net(x), want, atol=1e-5)
+    # closed-form candidate scores = output differences, at masked and at revealed positions
+    positions = torch.randint(0, 6, (64,), generator=g)
+    scores = net.token_scores(x, positions)
+    assert scores.shape == (64, 4)
+    for v in range(4):
+        y = x.clone()
+        y[torch.arange(64), positions] = v
+        assert torch.allclose(scores[:, v], net(y) - net(x), atol=1e-5)
+    onehot = torch.nn.functional.one_hot(x, 5).float()
+    assert torch.allclose(net(onehot, torch.zeros(64)), net(x), atol=1e-6)
+    with pytest.raises(ValueError, match="one-hot"):
+        net(onehot.softmax(-1))
+    with pytest.raises(ValueError, match="guidance='exact'"):
+        net(onehot.requires_grad_(True))
+    wrapper = NoisyClassifierRatio(net)
+    wrapper.save_pretrained(tmp_path / "pairs")
+    loaded = load_wrapper(tmp_path / "pairs")
+    assert type(loaded.net) is PairScalarNet
+    assert torch.equal(loaded(x, torch.zeros(64)), wrapper(x, torch.zeros(64)))
+    with pytest.raises(ValueError, match="no time input"):
+        build_scalar_net(_rnn_config(time_conditioning=True), "pairs")
+    with pytest.raises(ValueError, match="large vocabularies"):
+        build_scalar_net(_rnn_config(vocab_size=4096, seq_len=128), "pairs")
+
+
+def test_pair_body_holds_the_exact_log_ratio_of_two_markov_chains():
+    """Filled with log(Q^g / P^g) and the position laws' log ratio, the table is the exact log h
+    of masked diffusion between two first-order chains, at any set of revealed positions."""
+    from gtlkit.data.markov import MarkovChain, transition_matrix
+    from gtlkit.experiments.markov.diagnostics import ExactLogRatio
+
+    V, L = 3, 7
+    g = torch.Generator().manual_seed(1)
+    P = MarkovChain.from_transition(transition_matrix(V, "dirichlet", generator=g))
+    Q = MarkovChain.from_transition(transition_matrix(V, "dirichlet", generator=g))
+    net = build_scalar_net(_rnn_config(vocab_size=V, seq_len=L), "pairs")
+
+    def powers(c):
+        out = [torch.eye(V, dtype=torch.float64)]
+        for _ in range(L):
+            out.append(out[-1] @ c.transition)
+        return torch.stack(out)
+
+    Pq, Pp = powers(Q), powers(P)
+    with torch.no_grad():
+        for gap in range(1, L + 1):
+            net.table[gap - 1, :V] = (Pq[gap].log() - Pp[gap].log()).float()
+            # the start row: the law of position gap - 1 (initial law times P^(gap - 1))
+            net.table[gap - 1, V] = ((Q.initial @ Pq[gap - 1]).log()).float() - (
+                (P.initial @ Pp[gap - 1]).log()
+            ).float()
+    x = torch.randint(0, V + 1, (256, L), generator=g)
+    exact = ExactLogRatio(Q, P)(x)
+    assert torch.allclose(net(x), exact, atol=1e-4)

@@ -6,7 +6,8 @@ per sequence: classifier logit, log-ratio), ``PositionNet`` (per-position planne
 (a GRU body with an additive readout, ``arch="recurrent"`` of :func:`build_scalar_net`; the
 transformer with a summed readout is ``arch="transformer_sum"``; ``BagScalarNet``, one weight per
 token summed over revealed positions, is ``arch="bag"``; ``ConvScalarNet``, local convolutions
-with an additive readout, is ``arch="conv"``); ``EnsembleScalarNet`` averages several scalar
+with an additive readout, is ``arch="conv"``; ``PairScalarNet``, a table over pairs of
+consecutive revealed tokens and their gap, is ``arch="pairs"``); ``EnsembleScalarNet`` averages several scalar
 nets of one body).
 """
 
@@ -22,6 +23,7 @@ from gtlkit.nn.heads import (
     ScalarNet,
     TokenNet,
 )
+from gtlkit.nn.pairs import PairScalarNet
 from gtlkit.nn.recurrent import SCALAR_ARCHS, RecurrentScalarNet, build_scalar_net
 from gtlkit.nn.transformer import Backbone, TimeEmbedding, TransformerBlock, TransformerConfig
 
@@ -35,6 +37,7 @@ __all__ = [
     "DenoiserNet",
     "EnsembleScalarNet",
     "GTLNet",
+    "PairScalarNet",
     "PositionNet",
     "RecurrentScalarNet",
     "ScalarNet",

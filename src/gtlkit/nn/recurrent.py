@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from gtlkit.nn.bag import BagScalarNet
 from gtlkit.nn.conv import ConvScalarNet
 from gtlkit.nn.heads import ScalarNet
+from gtlkit.nn.pairs import PairScalarNet
 from gtlkit.nn.serialization import register_class
 from gtlkit.nn.transformer import TransformerConfig, embed_with_time, time_input
 
@@ -86,6 +87,7 @@ SCALAR_ARCHS: dict[str, Callable[[TransformerConfig], ScalarNet]] = {
     "recurrent": RecurrentScalarNet,
     "bag": BagScalarNet,
     "conv": ConvScalarNet,
+    "pairs": PairScalarNet,
 }
 """Bodies of a scalar network by name: ``"transformer"`` (:class:`~gtlkit.nn.ScalarNet`,
 mean-pooled backbone + MLP), ``"transformer_sum"`` (the same backbone, the MLP at every
@@ -93,7 +95,9 @@ position and a sum over positions: additive like ``"recurrent"``, with attention
 ``"recurrent"`` (:class:`RecurrentScalarNet`, a bidirectional GRU, additive readout) or
 ``"bag"`` (:class:`~gtlkit.nn.bag.BagScalarNet`, one weight per token summed over the revealed
 positions: no context, ``V + 1`` parameters) or ``"conv"`` (:class:`~gtlkit.nn.conv.ConvScalarNet`,
-residual convolutions and a summed readout: local context only)."""
+residual convolutions and a summed readout: local context only) or ``"pairs"``
+(:class:`~gtlkit.nn.pairs.PairScalarNet`, one weight per gap and pair of consecutive revealed
+tokens: exact for first-order Markov sources, for small vocabularies)."""
 
 
 def build_scalar_net(config: TransformerConfig, arch: str = "transformer") -> ScalarNet:

@@ -100,20 +100,23 @@ def _sum_body() -> str:
 
 
 def tuning_grid() -> dict[str, list[dict]]:
-    """Candidates per tuned method (five each): ``{"name", "settings"}`` dicts.
+    """Candidates per tuned method (six each): ``{"name", "settings"}`` dicts.
 
-    The baselines' grids were moved twice, each time past a choice on the edge of the grid
-    (docs/bench/markov-tuning*/README.md): in the first tuning run both picked the largest
-    value at every n, and after the source denoiser got its local convolution (conv_kernel 3)
-    fine-tuning picked its largest rate and target-only its largest size and rate at n = 100.
-    Each move adds one candidate to every method, GTL included (its fifth is the mean-pooled
-    transformer body), so the budgets stay equal. Candidates scored under an older grid stay
-    in tuning.json but only the current grid's are chosen from.
+    The baselines' grids were moved three times, each time past a choice on the edge of the
+    grid (docs/bench/markov-tuning*/README.md): in the first tuning run both picked the
+    largest value at every n; after the source denoiser got its local convolution
+    (conv_kernel 3) fine-tuning picked its largest rate and target-only its largest size and
+    rate at n = 100; then both picked their smallest at n = 20 (target-only d64x2 at lr 2e-3,
+    fine-tuning lr 1e-3), and the pair-table ratio body joined GTL's candidates, so each
+    baseline got a smaller setting (target-only width 32, fine-tuning lr 5e-4). Each move
+    adds one candidate to every method, so the budgets stay equal. Candidates scored under an
+    older grid stay in tuning.json but only the current grid's are chosen from.
     """
     sum_body = _sum_body()
     target_only = [
         {"name": f"d{d}x{n}_lr{lr:g}", "settings": {"d_model": d, "n_layers": n, "lr": lr}}
         for d, n, lr in (
+            (32, 2, 2e-3),
             (64, 2, 2e-3),
             (64, 2, 5e-3),
             (128, 2, 2e-3),
@@ -123,7 +126,7 @@ def tuning_grid() -> dict[str, list[dict]]:
     ]
     finetuned = [
         {"name": f"lr{lr:g}", "settings": {"finetune_lr": lr}}
-        for lr in (1e-3, 2e-3, 5e-3, 1e-2, 2e-2)
+        for lr in (5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2)
     ]
     gtl = [
         {"name": f"{arch}/{est}", "settings": {"ratio_arch": arch, "estimator": est}}
@@ -133,6 +136,7 @@ def tuning_grid() -> dict[str, list[dict]]:
             (sum_body, "noisy_classifier"),
             (sum_body, "regression"),
             ("transformer", "noisy_classifier"),
+            ("pairs", "noisy_classifier"),
         )
     ]
     return {"target_only": target_only, "finetuned": finetuned, "gtl": gtl}

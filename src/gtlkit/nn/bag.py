@@ -14,7 +14,19 @@ from gtlkit.nn.heads import ScalarNet
 from gtlkit.nn.serialization import register_class
 from gtlkit.nn.transformer import TransformerConfig, prepare_inputs
 
-__all__ = ["BagScalarNet"]
+__all__ = ["BagScalarNet", "check_untimed"]
+
+
+def check_untimed(config: TransformerConfig, name: str) -> None:
+    """Refuse a config that is not a :class:`TransformerConfig` or asks for a time input (for
+    the table bodies, which have none: under uniform noise ``h_t`` depends on ``t``)."""
+    if not isinstance(config, TransformerConfig):
+        raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
+    if config.time_conditioning:
+        raise ValueError(
+            f"{name} has no time input: use it without time conditioning "
+            "(masked diffusion), where h does not depend on t"
+        )
 
 
 @register_class
@@ -42,13 +54,7 @@ class BagScalarNet(ScalarNet):
 
     def __init__(self, config: TransformerConfig):
         nn.Module.__init__(self)  # no transformer backbone
-        if not isinstance(config, TransformerConfig):
-            raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
-        if config.time_conditioning:
-            raise ValueError(
-                "BagScalarNet has no time input: use it without time conditioning "
-                "(masked diffusion), where h does not depend on t"
-            )
+        check_untimed(config, type(self).__name__)
         self.config = config
         self.weight = nn.Parameter(torch.zeros(config.vocab_size + 1))  # [V + 1]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gtlkit.nn.bag import check_untimed
 from gtlkit.nn.heads import ScalarNet
 from gtlkit.nn.serialization import register_class
 from gtlkit.nn.transformer import TransformerConfig, prepare_inputs
@@ -61,13 +62,7 @@ class PairScalarNet(ScalarNet):
 
     def __init__(self, config: TransformerConfig):
         nn.Module.__init__(self)  # no transformer backbone
-        if not isinstance(config, TransformerConfig):
-            raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
-        if config.time_conditioning:
-            raise ValueError(
-                "PairScalarNet has no time input: use it without time conditioning "
-                "(masked diffusion), where h does not depend on t"
-            )
+        check_untimed(config, type(self).__name__)
         V, L = config.vocab_size, config.seq_len
         if L * (V + 1) * V > MAX_PAIR_WEIGHTS:
             raise ValueError(

@@ -62,6 +62,13 @@ def test_markov_options_reach_the_config(tmp_path, monkeypatch):
     assert cfg.n_target == [50, 20, 10] and cfg.ablations == ["gamma", "top_k"]
     assert cfg.top_k == 3 and cfg.diagnose is False and cfg.tuned == "none"
     assert cfg.gamma is None and cfg.vocab_size == 5  # not given: the config's defaults
+    assert cfg.ratio_patience == 300  # an optional number on by default ...
+    assert runner.invoke(app, [*args, "--ratio-patience", "none"]).exit_code == 0
+    assert seen["cfg"].ratio_patience is None  # ... that "none" turns off
+    assert runner.invoke(app, [*args, "--ratio-patience", "120"]).exit_code == 0
+    assert seen["cfg"].ratio_patience == 120
+    result = runner.invoke(app, [*args, "--ratio-patience", "soon"])
+    assert result.exit_code != 0 and "none" in result.output
 
 
 def test_markov_merge_takes_no_settings_and_refuses_empty_parts(tmp_path):

@@ -86,8 +86,25 @@ def _option(f: dataclasses.Field, tp: Any) -> tuple[Any, Callable[[Any], Any]]:
     if base is bool:
         opt = typer.Option(f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}", help=help_text)
         return Annotated[bool | None, opt], lambda v: v
+    if base in (int, float) and type(None) in typing.get_args(tp) and default is not None:
+        # an optional number that is on by default: "none" turns it off
+        opt = typer.Option(_flag(f.name), *flags, help=help_text + " 'none' turns it off.")
+        return Annotated[str | None, opt], lambda v: optional_number(v, base, _flag(f.name))
     opt = typer.Option(_flag(f.name), *flags, help=help_text)
     return Annotated[base | None, opt], lambda v: v
+
+
+def optional_number(value: str, kind: type, what: str) -> int | float | None:
+    """``"none"`` -> None, else ``value`` as ``kind`` (int or float); a clear error otherwise."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise typer.BadParameter(
+            f"{value!r} is neither {noun} nor 'none'", param_hint=what
+        ) from None
 
 
 def config_options(cls: type, exclude: tuple[str, ...] = ()) -> Callable:

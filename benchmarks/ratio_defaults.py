@@ -6,7 +6,8 @@
 For each pair of Markov chains (source, target) it runs the pipeline of the README with
 library defaults: ``train_denoiser`` on the source rows (a DenoiserNet, ``--den-steps``
 steps), ``fit_ratio(source_rows, target_rows, process, denoiser_params=...)`` with
-``RatioConfig()`` (``--config default``; ``previous`` = the defaults before docs/ratio.md's
+``RatioConfig()`` (``--config default``; ``pairs`` = the defaults with ``arch="pairs"``;
+``previous`` = the defaults before docs/ratio.md's
 change: transformer body, mean pooling, regression), then ``gtlkit.sample`` of 2,000
 sequences guided (gamma 1) and unguided. Reported, as MAE of the bigram transition matrix
 against the TRUE target matrix: ``unguided`` (the source model), ``guided`` (GTL with the
@@ -70,11 +71,22 @@ def chains(name: str):
     return out
 
 
-def ratio_config(kind: str, seed: int):
+def ratio_config(kind: str, seed: int, lr: float | None = None):
+    """The RatioConfig of ``--config kind`` (``lr``: ``--ratio-lr``, a learning rate instead of
+    the config's)."""
+    import dataclasses
+
+    cfg = _ratio_config(kind, seed)
+    return cfg if lr is None else dataclasses.replace(cfg, lr=lr)
+
+
+def _ratio_config(kind: str, seed: int):
     from gtlkit.training import RatioConfig
 
     if kind == "default":
         return RatioConfig(seed=seed, progress=False)
+    if kind == "pairs":  # the defaults with the pair-table body (small vocabularies)
+        return RatioConfig(arch="pairs", seed=seed, progress=False)
     if kind == "previous":  # the defaults before docs/ratio.md's change
         return RatioConfig(
             arch="transformer",
@@ -121,7 +133,8 @@ def run(args) -> None:
     for name in args.pairs:
         spec = PAIRS[name]
         V, n = spec["V"], spec["n"]
-        key = f"{name}/{args.config}/seed{args.seed}"
+        tag = args.config if args.ratio_lr is None else f"{args.config}_lr{args.ratio_lr:g}"
+        key = f"{name}/{tag}/seed{args.seed}"
         if key in done:
             continue
         src_chain, tgt_chain = chains(name)
@@ -135,7 +148,7 @@ def run(args) -> None:
             source,
             target,
             process,
-            ratio_config(args.config, args.seed),
+            ratio_config(args.config, args.seed, args.ratio_lr),
             denoiser_params=den.num_parameters(),
         )
         guided, guided_s = guided_samples(den, bundle.log_ratio, 2000, L, V, 2)
@@ -145,7 +158,7 @@ def run(args) -> None:
             {
                 "key": key,
                 "pair": name,
-                "config": args.config,
+                "config": tag,
                 "seed": args.seed,
                 "vocab_size": V,
                 "n_target": n,
@@ -191,7 +204,8 @@ def table(path: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pairs", default=",".join(PAIRS))
-    ap.add_argument("--config", default="default", choices=("default", "previous"))
+    ap.add_argument("--config", default="default", choices=("default", "previous", "pairs"))
+    ap.add_argument("--ratio-lr", type=float, default=None, help="learning rate of fit_ratio")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--den-steps", type=int, default=2000)
     ap.add_argument("--den-width", type=int, default=64)

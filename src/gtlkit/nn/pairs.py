@@ -17,7 +17,7 @@ from gtlkit.nn.heads import ScalarNet
 from gtlkit.nn.serialization import register_class
 from gtlkit.nn.transformer import TransformerConfig, prepare_inputs
 
-__all__ = ["MAX_PAIR_WEIGHTS", "PairScalarNet"]
+__all__ = ["MAX_PAIR_WEIGHTS", "PairScalarNet", "previous_revealed"]
 
 MAX_PAIR_WEIGHTS = 20_000_000
 """Largest table :class:`PairScalarNet` builds (``seq_len * (V + 1) * V`` weights)."""

@@ -46,10 +46,11 @@ def _neighbours(revealed: Tensor) -> tuple[Tensor, Tensor]:
     ``revealed`` BoolTensor[B, L] -> ``(prev, next)`` LongTensor[B, L]; ``prev = -1`` where no
     revealed position lies to the left, ``next = L`` where none lies to the right.
     """
+    from gtlkit.nn.pairs import previous_revealed
+
     B, L = revealed.shape
     ar = torch.arange(L).expand(B, L)
-    left = torch.where(revealed, ar, torch.full_like(ar, -1)).cummax(1).values
-    prev = torch.cat([torch.full((B, 1), -1, dtype=torch.long), left[:, :-1]], 1)
+    prev = previous_revealed(revealed)
     right = torch.where(revealed, ar, torch.full_like(ar, L)).flip(1).cummin(1).values.flip(1)
     nxt = torch.cat([right[:, 1:], torch.full((B, 1), L, dtype=torch.long)], 1)
     return prev, nxt

@@ -134,8 +134,7 @@ class PairScalarNet(ScalarNet):
         new = own + torch.where(has_next[:, None], link, torch.zeros_like(link))
         base = torch.where(has_next, bridged, torch.zeros_like(bridged))  # [n]
         current = x_t[rows, positions]
-        cur_clamped = current.clamp(max=V - 1)
-        old_masked = base
-        old_revealed = new.gather(1, cur_clamped[:, None]).squeeze(1)
-        old = torch.where(current == V, old_masked, old_revealed)
+        # the current value: the bridged term if position i is masked, else new[current]
+        kept = new.gather(1, current.clamp(max=V - 1)[:, None]).squeeze(1)
+        old = torch.where(current == V, base, kept)
         return (new - old[:, None]).float()

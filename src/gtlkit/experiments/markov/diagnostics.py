@@ -20,6 +20,7 @@ from gtlkit.data.markov import MarkovChain
 from gtlkit.experiments.common.seeds import generator
 from gtlkit.experiments.markov.config import MarkovExperimentConfig
 from gtlkit.experiments.markov.evaluate import evaluate_samples, sample_method
+from gtlkit.nn.pairs import previous_revealed
 
 __all__ = [
     "ExactLogRatio",
@@ -46,8 +47,6 @@ def _neighbours(revealed: Tensor) -> tuple[Tensor, Tensor]:
     ``revealed`` BoolTensor[B, L] -> ``(prev, next)`` LongTensor[B, L]; ``prev = -1`` where no
     revealed position lies to the left, ``next = L`` where none lies to the right.
     """
-    from gtlkit.nn.pairs import previous_revealed
-
     B, L = revealed.shape
     ar = torch.arange(L).expand(B, L)
     prev = previous_revealed(revealed)

@@ -17,7 +17,7 @@ from gtlkit.nn.heads import ScalarNet
 from gtlkit.nn.serialization import register_class
 from gtlkit.nn.transformer import TransformerConfig, prepare_inputs
 
-__all__ = ["MAX_PAIR_WEIGHTS", "PairScalarNet", "previous_revealed"]
+__all__ = ["MAX_PAIR_WEIGHTS", "PairScalarNet", "next_revealed", "previous_revealed"]
 
 MAX_PAIR_WEIGHTS = 20_000_000
 """Largest table :class:`PairScalarNet` builds (``seq_len * (V + 1) * V`` weights)."""
@@ -32,6 +32,17 @@ def previous_revealed(revealed: Tensor) -> Tensor:
     ar = torch.arange(L, device=revealed.device).expand(B, L)
     left = torch.where(revealed, ar, torch.full_like(ar, -1)).cummax(1).values
     return torch.cat([torch.full_like(left[:, :1], -1), left[:, :-1]], 1)
+
+
+def next_revealed(revealed: Tensor) -> Tensor:
+    """Index of the nearest revealed position strictly to the right, ``L`` where there is none.
+
+    ``revealed`` BoolTensor[B, L] -> LongTensor[B, L].
+    """
+    B, L = revealed.shape
+    ar = torch.arange(L, device=revealed.device).expand(B, L)
+    right = torch.where(revealed, ar, torch.full_like(ar, L)).flip(1).cummin(1).values.flip(1)
+    return torch.cat([right[:, 1:], torch.full_like(right[:, :1], L)], 1)
 
 
 @register_class
@@ -123,10 +134,9 @@ class PairScalarNet(ScalarNet):
         others[rows, positions] = False  # the state with position i masked
         prev = previous_revealed(others)[rows, positions]  # [n]
         a = torch.where(prev >= 0, x_t[rows, prev.clamp(min=0)], torch.full_like(prev, V))
-        ar = torch.arange(L, device=x_t.device).expand(n, L)
-        after = others & (ar > positions[:, None])
-        has_next = after.any(1)
-        k = torch.where(after, ar, torch.full_like(ar, L)).min(1).values.clamp(max=L - 1)  # [n]
+        k = next_revealed(others)[rows, positions]  # [n], L where none
+        has_next = k < L
+        k = k.clamp(max=L - 1)
         b = x_t[rows, k].clamp(max=V - 1)
         own = T[positions - prev - 1, a]  # [n, V]: the new term at i for every v
         link = T[k - positions - 1, :V, b]  # [n, V]: the next term with v before it

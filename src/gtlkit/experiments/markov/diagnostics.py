@@ -20,7 +20,7 @@ from gtlkit.data.markov import MarkovChain
 from gtlkit.experiments.common.seeds import generator
 from gtlkit.experiments.markov.config import MarkovExperimentConfig
 from gtlkit.experiments.markov.evaluate import evaluate_samples, sample_method
-from gtlkit.nn.pairs import previous_revealed
+from gtlkit.nn.pairs import next_revealed, previous_revealed
 
 __all__ = [
     "ExactLogRatio",
@@ -47,12 +47,7 @@ def _neighbours(revealed: Tensor) -> tuple[Tensor, Tensor]:
     ``revealed`` BoolTensor[B, L] -> ``(prev, next)`` LongTensor[B, L]; ``prev = -1`` where no
     revealed position lies to the left, ``next = L`` where none lies to the right.
     """
-    B, L = revealed.shape
-    ar = torch.arange(L).expand(B, L)
-    prev = previous_revealed(revealed)
-    right = torch.where(revealed, ar, torch.full_like(ar, L)).flip(1).cummin(1).values.flip(1)
-    nxt = torch.cat([right[:, 1:], torch.full((B, 1), L, dtype=torch.long)], 1)
-    return prev, nxt
+    return previous_revealed(revealed), next_revealed(revealed)
 
 
 def marginal_log_prob(chain: MarkovChain, x: Tensor, mask_id: int | None = None) -> Tensor:

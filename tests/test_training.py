@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -317,6 +318,31 @@ def test_gpu_bf16_training_resume_and_save(tmp_path):
 # ---- two processes ---------------------------------------------------------------------------
 
 
+def test_collective_helpers_wait_until_gloo_lets_go_of_their_tensors():
+    """A gloo worker thread that drops a Python-visible tensor during interpreter shutdown
+    aborts the process (SIGABRT after the work is done): the loop's collectives return only
+    once the worker has let go (torch then drops its extra reference to the Python object)."""
+    import torch.distributed as dist
+
+    from gtlkit.training.distributed import run_collective
+
+    assert not dist.is_initialized()
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        t = torch.ones(1)
+        held = sys.getrefcount(t)
+        start = time.perf_counter()
+        for _ in range(300):
+            run_collective(dist.broadcast, t, src=0)
+            assert sys.getrefcount(t) == held
+            run_collective(dist.all_reduce, t)
+            assert sys.getrefcount(t) == held
+        assert time.perf_counter() - start < 5.0  # waits for the worker only, never the bound
+        assert t.item() == 1.0
+    finally:
+        dist.destroy_process_group()
+
+
 def test_two_process_ddp_ends_with_identical_weights(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     cmd = [
@@ -326,12 +352,17 @@ def test_two_process_ddp_ends_with_identical_weights(tmp_path):
         "--standalone",
         "--nproc_per_node",
         "2",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        "--redirects",
+        "3",  # each rank's stdout and stderr to its own file, shown if the run fails
         str(REPO / "tests/_ddp_script.py"),
         str(tmp_path),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    errors = [line for line in proc.stderr.splitlines() if "Error" in line]
-    assert proc.returncode == 0, "\n".join(errors[:20]) + proc.stderr[-2000:]
+    ranks = sorted((tmp_path / "logs").rglob("stderr.log"))
+    rank_logs = "".join(f"--- {p.relative_to(tmp_path)}\n{p.read_text()[-1500:]}" for p in ranks)
+    assert proc.returncode == 0, rank_logs + "--- launcher\n" + proc.stderr[-1500:]
     w0 = load_file(tmp_path / "rank0.safetensors")
     w1 = load_file(tmp_path / "rank1.safetensors")
     assert states_equal(w0, w1)  # started from different weights on each rank

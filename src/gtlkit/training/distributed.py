@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any
 
 import torch
 
-__all__ = ["any_process_true", "barrier", "make_accelerator", "resolve_precision"]
+__all__ = [
+    "any_process_true",
+    "barrier",
+    "make_accelerator",
+    "mean_across_processes",
+    "resolve_precision",
+    "run_collective",
+]
 
 
 def resolve_precision(mode: str, cpu: bool) -> str:
@@ -66,8 +75,39 @@ def any_process_true(accelerator: Any, flag: bool) -> bool:
     if accelerator.num_processes == 1:
         return bool(flag)
     t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=accelerator.device)
-    torch.distributed.broadcast(t, src=0)
+    run_collective(torch.distributed.broadcast, t, src=0)
     return bool(t.item())
+
+
+def mean_across_processes(accelerator: Any, value: torch.Tensor) -> float:
+    """The mean over all processes of a one-element tensor ``value`` (``float(value)`` alone)."""
+    if accelerator.num_processes == 1:
+        return float(value)
+    t = value.detach().reshape(1).to(torch.float64).clone()
+    run_collective(torch.distributed.all_reduce, t)
+    return float(t.item()) / accelerator.num_processes
+
+
+def run_collective(op: Any, t: torch.Tensor, timeout: float = 5.0, **kwargs: Any) -> None:
+    """``op(t, **kwargs)`` (a blocking ``torch.distributed`` collective on one tensor ``t``);
+    returns once no collective worker thread holds ``t`` any more (CPU tensors; bounded).
+
+    gloo's worker thread drops its reference to a finished collective's tensors a moment
+    after the caller's ``wait()`` has returned, and dropping a tensor that Python can see
+    takes the GIL. If that moment falls inside interpreter shutdown (a torchrun rank that
+    exits right after its last collective) the thread is killed in a destructor and the
+    process aborts ("terminate called without an active exception", SIGABRT) although its
+    work is done. While the worker holds ``t``, torch keeps an extra reference to its Python
+    object, so ``sys.getrefcount`` (taken in this frame before and after) shows when it has
+    let go; sleeping releases the GIL that the worker needs.
+    """
+    held = sys.getrefcount(t)
+    op(t, **kwargs)
+    if t.device.type != "cpu":
+        return
+    deadline = time.monotonic() + timeout
+    while sys.getrefcount(t) > held and time.monotonic() < deadline:
+        time.sleep(0.0002)
 
 
 def rank_world() -> tuple[int, int]:

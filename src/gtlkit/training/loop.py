@@ -57,6 +57,7 @@ from gtlkit.training.distributed import (
     any_process_true,
     barrier,
     make_accelerator,
+    mean_across_processes,
     resolve_precision,
 )
 from gtlkit.training.ema import EMA, ema_weights
@@ -345,7 +346,7 @@ def train(
             n_since_log += 1
 
             if (cfg.log_every and step % cfg.log_every == 0) or step == cfg.steps:
-                mean_loss = float(accelerator.reduce(loss_sum, reduction="mean")) / n_since_log
+                mean_loss = mean_across_processes(accelerator, loss_sum) / n_since_log
                 record(
                     {
                         "step": step,

@@ -84,22 +84,11 @@ def main() -> None:
     import torch
 
     from gtlkit._io import machine_info, read_json, write_json
-    from gtlkit.experiments.text.config import TextExperimentConfig
-    from gtlkit.experiments.text.data import TextData, load_split_documents
-    from gtlkit.experiments.text.models import load_main_source
-    from gtlkit.experiments.text.pipeline import TextRunner
+    from text_run import load_text_run
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    saved = read_json(args.run_dir / "config.json")
-    cfg = TextExperimentConfig.from_dict(saved.get("config", saved))
-    if cfg.model == "train":
-        raise SystemExit("the probe needs a run on a loaded source model (model != 'train')")
-    docs = load_split_documents(cfg.data_dir)
-    model, tok, seq_len, _ = load_main_source(cfg, args.run_dir, docs["source"]["train"])
-    data = TextData(docs, tok, seq_len, cfg.min_heldout_docs)
-    # the run's own runner: its saved ratio network and its evaluator (with the run's cache)
-    runner = TextRunner(cfg, data, model, args.run_dir, console=None)
+    cfg, data, model, runner = load_text_run(args.run_dir)
     bundle_dir = runner.ratio_dir(args.r, args.seed, args.budget)
     if not (bundle_dir / "info.json").is_file():
         raise SystemExit(f"no fitted ratio network in {bundle_dir}: run the experiment first")

@@ -52,7 +52,7 @@ def main() -> None:
 
     import torch
 
-    from gtlkit._io import machine_info, write_json
+    from gtlkit._io import machine_info, write_json, write_text
     from gtlkit.sampling.masked import planned_sample
     from text_run import load_text_run
 
@@ -72,6 +72,8 @@ def main() -> None:
     unigram = torch.bincount(src, minlength=V).double()
     unigram /= unigram.sum()
 
+    samples_dir = args.out.parent / f"{args.out.stem}-samples"
+    samples_dir.mkdir(parents=True, exist_ok=True)
     out_rows = []
     for m in args.shares:
         gm = torch.Generator().manual_seed(args.seed * 1000 + round(m * 100))
@@ -113,10 +115,7 @@ def main() -> None:
             }
             out_rows.append(row)
             print(json.dumps(row), flush=True)
-            (args.out.parent / f"{args.out.stem}-samples").mkdir(parents=True, exist_ok=True)
-            (args.out.parent / f"{args.out.stem}-samples" / f"{fill}-m{m:g}.txt").write_text(
-                "\n\n".join(data.decode(x[:16])) + "\n"
-            )
+            write_text(samples_dir / f"{fill}-m{m:g}.txt", "\n\n".join(data.decode(x[:16])) + "\n")
     write_json(
         args.out,
         {
